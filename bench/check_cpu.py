@@ -1,0 +1,465 @@
+"""CPU per key check: keysentry against the raw signed request and a naive ccxt check, in one run.
+
+For each exchange, in this process (pinned to one core) against the simulators (a child process
+pinned to the other core, rate limits lifted), these ways to learn about a healthy key:
+
+- raw: one GET to the key-introspection endpoint, signed by a few lines of hmac, on one shared
+  aiohttp session: the floor for one signed HTTP call;
+- keysentry: `DiagnosisEngine.diagnose` of a healthy key (cleaning, the adapter's probes in
+  parallel, classification, the decision, the catalogue's wording) on one shared `Transport`,
+  many checks at once; its CPU is divided by the HTTP calls a check makes;
+- naive: what most tools do: a new ccxt async client per key, credentials set, the implicit
+  introspection call (`sapi_get_account_apirestrictions` on Binance, ...), close.
+
+Two more phases split keysentry's cost, so a miss points at its cause:
+
+- transport: the raw request sent through keysentry's `Transport.request` (its HTTP layer alone);
+- logic: the same checks answered in-process from recorded answers (no network): cleaning,
+  signing, classification, the decision and the wording.
+
+CPU is this process's user + system time around each phase (`time.process_time`), after a
+warm-up. Each round runs every phase once, briefly, one after the other; ratios are taken per
+round and their median kept, so load from elsewhere on the machine moves both sides of a ratio
+alike. Importing ccxt is not counted, and the heap left by imports is frozen (`gc.freeze`) so no
+phase pays for scanning it. The raw and transport phases keep as many requests in flight as the
+checks do (concurrency x calls per check), over the same 100 connections.
+
+    python bench/check_cpu.py [--exchanges binance,okx,bybit,kucoin] [--rounds 5] [--checks 150]
+                              [--raw 500] [--naive 5] [--concurrency 50] [--prototype]
+    python bench/check_cpu.py --profile okx      # where a check's CPU goes (cProfile)
+
+`--prototype` also measures keysentry with the fixes prototyped below (monkeypatches of src/).
+Targets (issue 3): keysentry's CPU per HTTP call at most 1.5x the raw request's, and a check at
+least 20x cheaper than the naive ccxt check. Exit code 0 when every target is met, 1 when not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from _common import (
+    EXCHANGES,
+    BenchKey,
+    CountingTransport,
+    SimServer,
+    answered_ok,
+    available_exchanges,
+    bench_key,
+    cores,
+    cpu_s,
+    healthy_scenario,
+    machine,
+    median,
+    naive_ccxt_check,
+    raw_request,
+    raw_session,
+    send_raw,
+    verdict,
+)
+
+TARGET_PER_CALL = 1.5
+TARGET_NAIVE = 20.0
+KEYS = 64  # distinct keys per exchange, used in turn
+CONNECTIONS = 100  # keysentry's Transport keeps up to 100 connections per host; so does the raw session
+T = TypeVar("T")
+
+
+async def run_workers(n: int, concurrency: int, job: Callable[[int], Awaitable[T]]) -> list[T]:
+    """`n` jobs, `concurrency` at a time (workers, not n tasks: the harness should cost little)."""
+    results: list[T] = []
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            results.append(await job(i))
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
+    return results
+
+
+class GcClock:
+    """CPU seconds spent in the garbage collector since installed (through `gc.callbacks`)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.total = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = cpu_s()
+        else:
+            self.total += cpu_s() - self._started
+
+
+GC = GcClock()
+
+
+async def timed(n: int, concurrency: int, job: Callable[[int], Awaitable[T]]) -> tuple[float, list[T]]:
+    """(CPU ms per job, results) of n jobs."""
+    before = cpu_s()
+    results = await run_workers(n, concurrency, job)
+    return (cpu_s() - before) / n * 1000, results
+
+
+@dataclass
+class Samples:
+    raw_ms: list[float] = field(default_factory=list)
+    transport_ms: list[float] = field(default_factory=list)
+    check_ms: list[float] = field(default_factory=list)
+    logic_ms: list[float] = field(default_factory=list)
+    naive_ms: list[float] = field(default_factory=list)
+    fixed_ms: list[float] = field(default_factory=list)  # keysentry with the prototyped fixes
+    fixed_logic_ms: list[float] = field(default_factory=list)
+    each_fix_logic_ms: dict[str, list[float]] = field(default_factory=dict)  # one prototype alone
+    check_gc_ms: list[float] = field(default_factory=list)  # of check_ms, in the garbage collector
+    raw_gc_ms: list[float] = field(default_factory=list)
+    calls: float = 0.0
+
+
+# -- prototypes of fixes (monkeypatches; src/ is not changed) -------------------------------------
+
+
+def _gc_threshold() -> Callable[[], None]:
+    """gc.set_threshold(7000): collect the young generation every 7,000 allocations, not 700.
+
+    A check allocates thousands of short-lived objects; with 50 checks in flight the default
+    threshold runs a collection every few checks, each scanning every live young object.
+    """
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(7000, *before[1:])
+    return lambda: gc.set_threshold(*before)
+
+
+PROTOTYPES: dict[str, Callable[[], Callable[[], None]]] = {
+    # The other prototypes measured here (cleaning fast path, finding cache, query fast path,
+    # direct outcome build) have landed in src/.
+    "gc_threshold": _gc_threshold,
+}
+
+
+def apply_prototypes(names: Sequence[str] = tuple(PROTOTYPES)) -> Callable[[], None]:
+    """Apply these prototypes; the function returned undoes them."""
+    undos = [PROTOTYPES[name]() for name in names]
+
+    def undo() -> None:
+        for u in reversed(undos):
+            u()
+
+    return undo
+
+
+# -- the phases ----------------------------------------------------------------------------------------
+
+
+class ReplayTransport:
+    """Answers every request from answers recorded off the simulator: the check without a network."""
+
+    def __init__(self, answers: Mapping[str, Any]) -> None:
+        self.answers = answers
+
+    @property
+    def egress_ips(self) -> tuple[str, ...]:
+        return ()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        egress_ip: str | None = None,
+        timeouts: Any = None,
+    ) -> Any:
+        return self.answers[url.partition("?")[0]]
+
+    async def close(self) -> None:
+        return None
+
+
+class RecordingTransport(CountingTransport):
+    """Counts requests and keeps the last answer per URL path, for `ReplayTransport`."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.answers: dict[str, Any] = {}
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        egress_ip: str | None = None,
+        timeouts: Any = None,
+    ) -> Any:
+        answer = await super().request(
+            method, url, headers=headers, body=body, egress_ip=egress_ip, timeouts=timeouts
+        )
+        self.answers[url.partition("?")[0]] = answer
+        return answer
+
+
+def _checker(
+    transport: Any, exchange: str, url: str, keys: Sequence[BenchKey]
+) -> Callable[[int], Awaitable[Any]]:
+    """One healthy check per call, as a platform's connect or re-check would run it."""
+    from keysentry.diagnosis.engine import CheckOptions, DiagnosisEngine
+
+    engine, options = DiagnosisEngine(transport), CheckOptions(base_url=url)
+
+    async def one(i: int) -> Any:
+        k = keys[i % len(keys)]
+        return await engine.diagnose(exchange, k.api_key, k.secret, k.passphrase, options)
+
+    return one
+
+
+def _healthy(exchange: str, diagnoses: Sequence[Any]) -> None:
+    from keysentry.domain import Status
+
+    bad = [d for d in diagnoses if d.status is not Status.CONNECTED]
+    if bad:
+        raise SystemExit(f"{exchange}: a healthy key was diagnosed {bad[0].status}: {bad[0].summary}")
+
+
+async def measure(ccxt_async: Any, exchange: str, url: str, args: argparse.Namespace) -> Samples:
+    """Every phase for one exchange, `args.rounds` times in turn, on warm sessions.
+
+    Short phases taken one after the other, many times, let a ratio be read per round: the
+    machine may be shared, and what it does moves all phases of one round alike.
+    """
+    from keysentry.exchanges.transport import Transport
+
+    keys = [bench_key(exchange, n) for n in range(KEYS)]
+    s = Samples()
+    async with Transport(limit_per_host=CONNECTIONS) as transport, raw_session(CONNECTIONS) as session:
+        recording = RecordingTransport(transport)
+        warm_n = max(args.concurrency, args.checks)
+        _healthy(
+            exchange, await run_workers(warm_n, args.concurrency, _checker(recording, exchange, url, keys))
+        )
+        s.calls = recording.count / warm_n
+        # The same demand as the checks (concurrency x calls), over the same 100 connections.
+        inflight = round(args.concurrency * s.calls)
+
+        async def raw(i: int) -> tuple[int, bytes]:
+            return await send_raw(session, exchange, url, keys[i % len(keys)])
+
+        async def through_transport(i: int) -> Any:
+            target, headers = raw_request(exchange, url, keys[i % len(keys)])
+            return await transport.request("GET", target, headers=headers)
+
+        async def naive(i: int) -> Any:
+            return await naive_ccxt_check(ccxt_async, exchange, url, keys[i % len(keys)])
+
+        check = _checker(transport, exchange, url, keys)
+        logic = _checker(ReplayTransport(recording.answers), exchange, url, keys)
+        warm_raw = await run_workers(args.raw, inflight, raw)
+        if not all(answered_ok(exchange, status, body) for status, body in warm_raw):
+            raise SystemExit(f"{exchange}: the raw request was refused; the bench scenario is broken")
+        warm_transport = await run_workers(args.raw, inflight, through_transport)
+        if not all(answered_ok(exchange, a.status, a.body) for a in warm_transport):
+            raise SystemExit(f"{exchange}: the raw request sent through Transport was refused")
+        _healthy(exchange, await run_workers(args.checks, args.concurrency, logic))
+        if not all(isinstance(a, dict) for a in await run_workers(3, 3, naive)):
+            raise SystemExit(f"{exchange}: the naive ccxt check got no answer")
+
+        for _ in range(args.rounds):
+            gc_before = GC.total
+            ms, answers = await timed(args.raw, inflight, raw)
+            s.raw_ms.append(ms)
+            s.raw_gc_ms.append((GC.total - gc_before) / args.raw * 1000)
+            ms, through = await timed(args.raw, inflight, through_transport)
+            s.transport_ms.append(ms)
+            if any(status != 200 for status, _ in answers) or any(a.status != 200 for a in through):
+                raise SystemExit(f"{exchange}: requests failed during the measurement")
+            gc_before = GC.total
+            ms, done = await timed(args.checks, args.concurrency, check)
+            s.check_gc_ms.append((GC.total - gc_before) / args.checks * 1000)
+            _healthy(exchange, done)
+            s.check_ms.append(ms)
+            ms, done = await timed(args.checks, args.concurrency, logic)
+            s.logic_ms.append(ms)
+            if args.prototype:
+                undo = apply_prototypes()
+                try:
+                    ms, done = await timed(args.checks, args.concurrency, check)
+                    _healthy(exchange, done)
+                    s.fixed_ms.append(ms)
+                    ms, done = await timed(args.checks, args.concurrency, logic)
+                    s.fixed_logic_ms.append(ms)
+                finally:
+                    undo()
+                for name in PROTOTYPES:
+                    undo = apply_prototypes([name])
+                    try:
+                        ms, done = await timed(args.checks, args.concurrency, logic)
+                    finally:
+                        undo()
+                    s.each_fix_logic_ms.setdefault(name, []).append(ms)
+            ms, _ = await timed(args.naive, args.concurrency, naive)
+            s.naive_ms.append(ms)
+    return s
+
+
+# -- profiling ----------------------------------------------------------------------------------
+
+
+async def profile(exchange: str, url: str, keys: Sequence[BenchKey], n: int, concurrency: int) -> str:
+    """cProfile of n keysentry checks: where the CPU of a check goes, heaviest first."""
+    from keysentry.exchanges.transport import Transport
+
+    async with Transport(limit_per_host=CONNECTIONS) as transport:
+        one = _checker(transport, exchange, url, keys)
+        await run_workers(concurrency, concurrency, one)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await run_workers(n, concurrency, one)
+        profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(r"keysentry", 30)
+    return out.getvalue()
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, urls: dict[str, str], exchanges: Sequence[str]) -> dict[str, Samples]:
+    import gc
+
+    import ccxt.async_support as ccxt_async  # ~1 s and not per check: kept out of the measurement
+
+    # ccxt's import leaves a large heap that keysentry never has; frozen, no phase pays for
+    # scanning it when its allocations happen to trigger a full collection.
+    gc.freeze()
+    return {ex: await measure(ccxt_async, ex, urls[ex], args) for ex in exchanges}
+
+
+def _range(values: Sequence[float]) -> str:
+    return f"{min(values):.3f}-{max(values):.3f}"
+
+
+def _ratios(top: Sequence[float], bottom: Sequence[float], scale: float = 1.0) -> float:
+    """The median of the per-round ratios: each round's phases ran under the same conditions."""
+    return median([t / scale / b for t, b in zip(top, bottom, strict=True)])
+
+
+def report(samples: dict[str, Samples], missing: Sequence[str], args: argparse.Namespace) -> bool:
+    print(
+        f"{machine()}; this process on one core, the simulators on the other; {args.rounds} rounds of "
+        f"{args.raw} raw requests ({args.concurrency} x calls per check in flight), {args.checks} "
+        f"keysentry checks ({args.concurrency} at once), {args.naive} naive ccxt checks (all at once); "
+        "CPU ms, medians; ratios are medians of per-round ratios"
+    )
+    print(
+        f"{'exchange':<8} {'raw/req':>7} {'Transport/req':>13} {'check':>6} {'calls':>5} {'check/call':>10} "
+        f"{'per call vs raw':>15} {'logic/check':>11} {'naive/check':>11} {'naive vs check':>14}"
+    )
+    ok = True
+    verdicts, splits = [], []
+    for ex, s in samples.items():
+        raw, transport, check = median(s.raw_ms), median(s.transport_ms), median(s.check_ms)
+        logic, naive = median(s.logic_ms), median(s.naive_ms)
+        call_ratio = _ratios(s.check_ms, s.raw_ms, s.calls)
+        naive_ratio = _ratios(s.naive_ms, s.check_ms)
+        print(
+            f"{ex:<8} {raw:>7.3f} {transport:>13.3f} {check:>6.3f} {s.calls:>5.1f} {check / s.calls:>10.3f} "
+            f"{call_ratio:>14.2f}x {logic:>11.3f} {naive:>11.2f} {naive_ratio:>13.1f}x"
+        )
+        per_call_ok, naive_ok = call_ratio <= TARGET_PER_CALL, naive_ratio >= TARGET_NAIVE
+        ok = ok and per_call_ok and naive_ok
+        verdicts.append(
+            f"{ex}: {verdict(per_call_ok)} the per-call target ({call_ratio:.2f}x the raw request, "
+            f"target <= {TARGET_PER_CALL}x); {verdict(naive_ok)} the naive-check target "
+            f"({naive_ratio:.1f}x cheaper, target >= {TARGET_NAIVE:g}x)"
+        )
+        rest = check - logic - s.calls * transport
+        splits.append(
+            f"{ex}: check {check:.3f} = logic {logic:.3f} + {s.calls:g} x Transport {transport:.3f} "
+            f"+ {rest:.3f} rest; garbage collection {median(s.check_gc_ms):.3f} of the check "
+            f"({median(s.raw_gc_ms):.3f} of a raw request); budget at the target "
+            f"{TARGET_PER_CALL * raw * s.calls:.3f}; rounds: raw {_range(s.raw_ms)}, check "
+            f"{_range(s.check_ms)}, logic {_range(s.logic_ms)}"
+        )
+    for line in verdicts:
+        print(line)
+    print("where a check's CPU goes (ms; logic: the check answered in-process, no network):")
+    for line in splits:
+        print("  " + line)
+    for ex in missing:
+        print(f"{ex}: not measured: keysentry has no adapter for it yet")
+    if args.prototype:
+        print(f"with the prototyped fixes ({', '.join(PROTOTYPES)}), measured in the same rounds:")
+        for ex, s in samples.items():
+            check, fixed = median(s.check_ms), median(s.fixed_ms)
+            logic, fixed_logic = median(s.logic_ms), median(s.fixed_logic_ms)
+            ratio = _ratios(s.fixed_ms, s.raw_ms, s.calls)
+            print(
+                f"  {ex}: check {fixed:.3f} (was {check:.3f}), logic {fixed_logic:.3f} (was {logic:.3f}); "
+                f"{ratio:.2f}x the raw request per call: {verdict(ratio <= TARGET_PER_CALL)} the target"
+            )
+            gains = ", ".join(
+                f"{name} {median([a - b for a, b in zip(s.logic_ms, alone, strict=True)]):+.3f}"
+                for name, alone in s.each_fix_logic_ms.items()
+            )
+            print(f"    logic saved per check by each fix alone (ms, median of rounds): {gains}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exchanges", default=",".join(EXCHANGES))
+    parser.add_argument("--checks", type=int, default=150, help="keysentry checks per round")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--raw", type=int, default=500, help="raw requests per round")
+    parser.add_argument("--naive", type=int, default=5, help="naive ccxt checks per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per exchange")
+    parser.add_argument(
+        "--profile", metavar="EXCHANGE", help="print a cProfile of keysentry's checks instead"
+    )
+    parser.add_argument(
+        "--prototype", action="store_true", help="also measure keysentry with the fixes prototyped here"
+    )
+    args = parser.parse_args()
+    wanted = [e.strip() for e in args.exchanges.split(",") if e.strip()]
+    if args.profile:
+        wanted = [args.profile]
+    unknown = sorted(set(wanted) - set(EXCHANGES))
+    if unknown:
+        parser.error(f"unknown exchange(s) {', '.join(unknown)}; choose from {', '.join(EXCHANGES)}")
+    exchanges, missing = available_exchanges(wanted)
+    if not exchanges:
+        print(f"nothing to measure: no keysentry adapter for {', '.join(missing)}")
+        return 1
+    server_core, client_core = cores()
+    os.sched_setaffinity(0, {client_core})
+    with SimServer(healthy_scenario(exchanges, KEYS), server_core) as server:
+        if args.profile:
+            ex = exchanges[0]
+            keys = [bench_key(ex, n) for n in range(KEYS)]
+            print(asyncio.run(profile(ex, server.urls[ex], keys, args.checks, args.concurrency)))
+            return 0
+        samples = asyncio.run(run(args, server.urls, exchanges))
+    return 0 if report(samples, missing, args) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

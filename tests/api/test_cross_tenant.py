@@ -1,0 +1,277 @@
+"""Acceptance: tenant B never reads, refreshes, updates, deletes, or learns of tenant A's connections.
+
+Every route of the app is looked up in CASES by "METHOD path": a route without a case fails the
+test, so a new route cannot ship without saying what another tenant sees on it. Runs on SQLite
+and on the real PostgreSQL.
+
+The cases compare what B gets for A's connection with what B gets for an id that does not exist:
+the same status, the same body (but for the path in `instance`) and the same headers; and A's
+connection is unchanged afterwards (same key version, same update time, one check in its history).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from api.harness import Reply, Stack, stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# Routes outside /v1 that the API itself serves; they must hold nothing of any tenant.
+INFRA = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+_VOLATILE_HEADERS = {"date", "content-length"}
+
+
+@dataclass
+class World:
+    stack: Stack
+    a: str  # tenant A's token
+    b: str  # tenant B's token
+    tenant_a: str
+    tenant_b: str
+    conn_a: str  # A's connection
+    conn_b: str  # B's connection
+    missing: str  # an id no one has
+    a_before: dict[str, Any]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
+async def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    tmp: Path = tmp_path_factory.mktemp("xtenant")
+    url = (
+        f"sqlite+aiosqlite:///{tmp / 'keysentry.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("api_pg_database")
+    )
+    async with stack(tmp, url) as s:
+        tenant_a, a = await s.new_tenant("A")
+        tenant_b, b = await s.new_tenant("B")
+        added = await s.client.call(
+            "POST", "/v1/connections", token=a, json_body=s.keys["bybit"].add("A's bot")
+        )
+        assert added.status == 201, added.text
+        mine = await s.client.call("POST", "/v1/connections", token=b, json_body=s.keys["okx"].add("B's bot"))
+        assert mine.status == 201, mine.text
+        conn_a = added.json["connection"]["id"]
+        before = (await s.client.call("GET", f"/v1/connections/{conn_a}", token=a)).json
+        yield World(
+            s,
+            a,
+            b,
+            tenant_a,
+            tenant_b,
+            conn_a,
+            mine.json["connection"]["id"],
+            f"con_{secrets.token_hex(8)}",
+            before,
+        )
+
+
+def _comparable(reply: Reply, *ids: str) -> tuple[int, str, dict[str, str]]:
+    text = reply.text
+    for cid in ids:
+        text = text.replace(cid, "<id>")
+    headers = {k.lower(): v for k, v in reply.headers.items() if k.lower() not in _VOLATILE_HEADERS}
+    return reply.status, text, headers
+
+
+async def _a_is_untouched(w: World) -> None:
+    now = await w.stack.client.call("GET", f"/v1/connections/{w.conn_a}", token=w.a)
+    assert now.status == 200, now.text
+    for name in ("credential_version", "updated_at", "last_checked_at", "masked_key", "status", "label"):
+        assert now.json[name] == w.a_before[name], name
+    checks = await w.stack.client.call("GET", f"/v1/connections/{w.conn_a}/checks", token=w.a)
+    assert [c["trigger"] for c in checks.json["items"]] == ["add"]
+
+
+def _leaks_nothing_of_a(w: World, reply: Reply, *, b_has_the_key: bool = False, sent: str = "") -> None:
+    """Nothing of A in the answer, but for the path B sent itself (`instance` echoes it)."""
+    text = reply.text.replace(sent, "") if sent else reply.text
+    of_a = [w.conn_a, w.tenant_a, w.a_before["label"]]
+    if not b_has_the_key:  # a fingerprint is the key's, whoever connects it: B may see its own
+        of_a += [w.stack.keys["bybit"].api_key, w.a_before["key_fingerprint"], w.a_before["masked_key"]]
+    for item in of_a:
+        assert item not in text, f"{reply.status}: B saw something of A"
+
+
+Case = Callable[[World, str, str], Awaitable[None]]
+
+
+def _same_as_missing(body: Callable[[World], Any] | None = None) -> Case:
+    """B on A's connection answers exactly what B on a missing id answers: 404, same body and headers."""
+
+    async def case(w: World, method: str, path: str) -> None:
+        payload = body(w) if body is not None else None
+        on_a = await w.stack.client.call(
+            method, path.format(connection_id=w.conn_a), token=w.b, json_body=payload
+        )
+        on_none = await w.stack.client.call(
+            method, path.format(connection_id=w.missing), token=w.b, json_body=payload
+        )
+        assert on_a.status == 404, on_a.text
+        assert on_a.problem_type() == "not-found"
+        assert _comparable(on_a, w.conn_a) == _comparable(on_none, w.missing)
+        _leaks_nothing_of_a(w, on_a, sent=path.format(connection_id=w.conn_a))
+        # B's own connection answers on the same route: the 404 is about ownership, not the route
+        mine = w.conn_b
+        if method == "DELETE":  # delete one made for the purpose, and keep conn_b for the other routes
+            made = await w.stack.client.call(
+                "POST", "/v1/connections", token=w.b, json_body=w.stack.keys["bybit_other"].add("to delete")
+            )
+            mine = made.json["connection"]["id"]
+        own = await w.stack.client.call(method, path.format(connection_id=mine), token=w.b, json_body=payload)
+        assert own.status < 400 or own.problem_type() != "not-found", own.text
+        await _a_is_untouched(w)
+
+    return case
+
+
+def _new_key_of_a(w: World) -> dict[str, Any]:
+    return w.stack.keys["bybit_same_account"].body()
+
+
+async def _list(w: World, method: str, path: str) -> None:
+    for params in ({}, {"exchange": "bybit"}, {"status": "connected"}, {"limit": "1"}):
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            page = await w.stack.client.call("GET", path, token=w.b, params=query)
+            assert page.status == 200, page.text
+            seen += [c["id"] for c in page.json["items"]]
+            _leaks_nothing_of_a(w, page)
+            cursor = page.json["next_cursor"]
+            if cursor is None:
+                break
+        assert w.conn_a not in seen
+        if "exchange" not in params:
+            assert w.conn_b in seen
+
+
+async def _add(w: World, method: str, path: str) -> None:
+    # B connects the very key A connected: it is B's own connection, and nothing names A's
+    again = await w.stack.client.call(
+        method, path, token=w.b, json_body=w.stack.keys["bybit"].add("B's copy")
+    )
+    assert again.status == 201, again.text
+    assert again.json["connection"]["id"] != w.conn_a
+    _leaks_nothing_of_a(w, again, b_has_the_key=True)
+    removed = await w.stack.client.call(
+        "DELETE", f"/v1/connections/{again.json['connection']['id']}", token=w.b
+    )
+    assert removed.status == 204
+    await _a_is_untouched(w)
+
+
+async def _diagnose(w: World, method: str, path: str) -> None:
+    body = w.stack.keys["bybit"].body(exchange="bybit")
+    checked = await w.stack.client.call(method, path, token=w.b, json_body=body)
+    assert checked.status == 200, checked.text
+    assert checked.json["status"] == "connected"  # not already_connected: A's connections do not exist for B
+    _leaks_nothing_of_a(w, checked, b_has_the_key=True)
+    await _a_is_untouched(w)
+
+
+async def _same_for_everyone(w: World, method: str, path: str) -> None:
+    for_b = await w.stack.client.call(method, path, token=w.b)
+    for_a = await w.stack.client.call(method, path, token=w.a)
+    assert for_b.status == 200
+    assert for_b.json == for_a.json
+    _leaks_nothing_of_a(w, for_b)
+
+
+async def _admin_only(w: World, method: str, path: str) -> None:
+    filled = path.format(tenant_id=w.tenant_a, token_id="tok_0123456789abcdef")
+    body = {"name": "from B"} if method == "POST" else None
+    refused = await w.stack.client.call(method, filled, token=w.b, json_body=body)
+    assert refused.status == 403, refused.text
+    assert refused.problem_type() == "forbidden"
+    _leaks_nothing_of_a(w, refused, sent=filled)
+    tokens = await w.stack.client.call("GET", f"/v1/tenants/{w.tenant_a}/tokens", token=w.stack.admin)
+    assert all(t["revoked_at"] is None for t in tokens.json["items"])
+    assert (
+        await w.stack.client.call("GET", "/v1/exchanges", token=w.a)
+    ).status == 200  # A's token still works
+
+
+async def _infra(w: World, method: str, path: str) -> None:
+    reply = await w.stack.client.call(method, path, token=w.b)
+    assert reply.status in {200, 503}, reply.text
+    _leaks_nothing_of_a(w, reply)
+
+
+CASES: Mapping[str, Case] = {
+    "GET /v1/connections": _list,
+    "POST /v1/connections": _add,
+    "GET /v1/connections/{connection_id}": _same_as_missing(),
+    "DELETE /v1/connections/{connection_id}": _same_as_missing(),
+    "PUT /v1/connections/{connection_id}/credentials": _same_as_missing(_new_key_of_a),
+    "POST /v1/connections/{connection_id}/refresh": _same_as_missing(),
+    "GET /v1/connections/{connection_id}/checks": _same_as_missing(),
+    "POST /v1/diagnose": _diagnose,
+    "GET /v1/exchanges": _same_for_everyone,
+    "GET /v1/statuses": _same_for_everyone,
+    "POST /v1/tenants": _admin_only,
+    "GET /v1/tenants": _admin_only,
+    "GET /v1/tenants/{tenant_id}": _admin_only,
+    "POST /v1/tenants/{tenant_id}/tokens": _admin_only,
+    "GET /v1/tenants/{tenant_id}/tokens": _admin_only,
+    "DELETE /v1/tenants/{tenant_id}/tokens/{token_id}": _admin_only,
+}
+
+
+def _routes(w: World) -> list[tuple[str, str]]:
+    out = []
+    for route in iter_route_contexts(w.stack.app.routes):  # included routers are flattened here
+        path: str = route.path or ""
+        if not path.startswith("/v1") and path not in INFRA:
+            continue  # the web page's routes (keysentry.web) are tested there, and live outside /v1
+        methods = getattr(route, "methods", None) or {"GET"}
+        out += [(m, path) for m in sorted(methods - {"HEAD", "OPTIONS"})]
+    return out
+
+
+async def test_every_route_keeps_tenants_apart(world: World) -> None:
+    missing = []
+    for method, path in _routes(world):
+        if path in INFRA:
+            await _infra(world, method, path)
+            continue
+        case = CASES.get(f"{method} {path}")
+        if case is None:
+            missing.append(f"{method} {path}")
+            continue
+        await case(world, method, path)
+    assert not missing, f"routes without a cross-tenant case (add them to CASES): {missing}"
+    # The table has no stale entries either: every case names a route that exists.
+    assert set(CASES) <= {f"{m} {p}" for m, p in _routes(world)}
+
+
+async def test_no_route_outside_v1_is_an_api_route(world: World) -> None:
+    # Routes outside /v1 are skipped above as the web page's: none of them may be the API's own.
+    for route in iter_route_contexts(world.stack.app.routes):
+        original = route.original_route
+        if isinstance(original, APIRoute) and original.endpoint.__module__.startswith("keysentry.api"):
+            assert (route.path or "").startswith("/v1") or route.path in INFRA, route.path
+
+
+async def test_a_connection_is_loaded_by_tenant_in_sql(world: World) -> None:
+    # Below the HTTP layer too: the lifecycle with B's tenant id finds nothing of A's.
+    from keysentry.connections import ConnectionNotFound
+
+    with pytest.raises(ConnectionNotFound):
+        await world.stack.service.get(world.tenant_b, world.conn_a)
+    assert world.conn_a not in json.dumps(
+        [r.id for r in await world.stack.service.list_connections(world.tenant_b)]
+    )

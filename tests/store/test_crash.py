@@ -1,0 +1,276 @@
+"""Crash safety: a process killed with SIGKILL at random moments never leaves a key unreadable.
+
+Update-credentials: a worker switches connections between two keys of their account in a
+loop; it is killed at random points. After each kill every live connection has exactly one
+current credential version, and it decrypts to one of the two keys, never neither.
+
+Rewrap: the vault is rotated and a worker rewraps; it is killed at random points. After each
+kill every secret still decrypts; at the end a rewrap run completes and every secret is on the
+newest key version.
+
+The random seed is printed with each failure: rerun with KEYSENTRY_CRASH_SEED=<seed>.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import canary
+from keysentry.connections import ConnectionChanged, DuplicateKey
+from keysentry.domain.secrets import mask_key
+from keysentry.store import connections as repo
+from keysentry.store import credentials as creds
+from keysentry.store.db import Database
+from keysentry.store.models import CredentialVersion
+from keysentry.vault import Vault, generate_master_key
+from store.backends import (
+    GOOD,
+    Bench,
+    SimKey,
+    Target,
+    bench,
+    bybit_key,
+    open_all,
+    populate,
+    run_rewrap,
+)
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+UPDATE_KILLS = 20
+REWRAP_KILLS = 15
+READY_TIMEOUT_S = 30.0
+SEED = int(os.environ.get("KEYSENTRY_CRASH_SEED", random.randrange(1 << 30)))
+
+
+class Zygote:
+    """The worker process: forks a child per round, which the test kills (see crash_worker.py)."""
+
+    def __init__(self, mode: str, plan: Path, master_key: str) -> None:
+        self.mode, self.plan, self.master_key = mode, plan, master_key
+        self.proc: asyncio.subprocess.Process | None = None
+        self.output: list[str] = []
+
+    async def __aenter__(self) -> Zygote:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSENTRY_")}
+        env["KEYSENTRY_MASTER_KEY"] = self.master_key
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            self.mode,
+            str(self.plan),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        assert await self._line() == "zygote", await self._failure()
+        return self
+
+    async def _line(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), READY_TIMEOUT_S)
+        line = raw.decode(errors="replace").strip()
+        self.output.append(line)
+        return line
+
+    async def _failure(self) -> str:
+        assert self.proc is not None and self.proc.stderr is not None
+        if self.proc.returncode is None:
+            self.proc.kill()
+        return (await self.proc.stderr.read()).decode(errors="replace")[-3000:]
+
+    async def run_until_killed(self, delay_s: float) -> bool:
+        """Fork a worker, let it work `delay_s`, SIGKILL it. True if it was still working then."""
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(b"fork\n")
+        await self.proc.stdin.drain()
+        ready = await self._line()
+        if not ready.startswith("ready "):
+            raise AssertionError(f"worker did not start ({ready!r}): {await self._failure()}")
+        await asyncio.sleep(delay_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(ready.split()[1]), signal.SIGKILL)  # no cleanup, no rollback, no flush
+        while not (line := await self._line()).startswith("exit "):
+            pass  # "done <n>" when the work ended before the kill
+        code = int(line.split()[1])
+        if code != -signal.SIGKILL:
+            assert code == 0, f"worker failed: {await self._failure()}"
+        return code == -signal.SIGKILL
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stderr is not None
+        self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+        errors = (await self.proc.stderr.read()).decode(errors="replace")
+        canary.assert_no_leak("\n".join(self.output) + errors, "the worker's output")
+
+
+# -- update credentials -------------------------------------------------------------------------------
+
+
+async def check_updates(db: Database, vault: Vault, pairs: dict[str, tuple[SimKey, SimKey]]) -> int:
+    """Every connection has one current version that opens to one of its two keys, its newest one.
+    Returns how many updates the connections have had in all."""
+    updates = 0
+    # One snapshot for the whole check: on PostgreSQL a killed worker's COMMIT, already sent, may
+    # still land while we read (its server process commits after the client died).
+    async with db.engine.connect() as conn:
+        snapshot = await conn.execution_options(isolation_level="SERIALIZABLE")
+        async with AsyncSession(bind=snapshot) as s:
+            for cid, pair in pairs.items():
+                row = await repo.get_live(s, "local", cid)
+                assert row is not None
+                versions = await creds.versions(s, cid)
+                current = [v for v in versions if v.revoked_at is None]
+                assert len(current) == 1, f"{cid}: {len(current)} current versions (seed {SEED})"
+                assert row.current_version == current[0].version == max(v.version for v in versions)
+                opened = creds.open_version(vault, current[0], tenant_id="local")
+                known = {(k.api_key, k.secret) for k in pair}
+                assert (opened.api_key, opened.secret.reveal()) in known, (
+                    f"{cid} opens to neither key (seed {SEED})"
+                )
+                assert row.api_key_hash == creds.api_key_hash(vault, opened.api_key)
+                assert row.masked_key == mask_key(opened.api_key)
+                for old in versions:  # revoked versions are kept, and still open to a known key
+                    was = creds.open_version(vault, old, tenant_id="local")
+                    assert (was.api_key, was.secret.reveal()) in known
+                updates += row.current_version - 1
+    return updates
+
+
+def update_spec(pairs: list[tuple[SimKey, SimKey]]) -> dict[str, Any]:
+    accounts = [{"id": a.account, "keys": [a.spec(**GOOD), b.spec(**GOOD)]} for a, b in pairs]
+    # the worker updates as fast as it can: lift Bybit's rate limits so every check gets an answer
+    names = ("ip_requests", "uid_query_api", "uid_wallet_balance", "uid_account_info", "uid_execution_list")
+    names += ("uid_position_list", "uid_deposit_address", "uid_order_create", "uid_order_create_spot")
+    limits = dict.fromkeys(names, 1_000_000)
+    return {"seed": 1, "exchanges": {"bybit": {"accounts": accounts, "limits": limits}}}
+
+
+async def test_update_credentials_survives_sigkill_anywhere(db_target: Target, tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    print(f"crash seed {SEED}")
+    master = generate_master_key()
+    vault = Vault.open(tmp_path / "vault", master_key=master)
+    pairs = [(bybit_key(f"4000000{i}"), bybit_key(f"4000000{i}")) for i in range(3)]
+    db = await db_target.open()
+    try:
+        async with bench(db, vault, spec=update_spec(pairs)) as b:
+            by_id = await _connect(b, pairs)
+            plan = tmp_path / "plan.json"
+            plan.write_text(
+                json.dumps(
+                    {
+                        "url": db_target.url,
+                        "schema": db_target.schema,
+                        "vault_dir": str(tmp_path / "vault"),
+                        "base_url": b.cluster.url("bybit"),
+                        "connections": {
+                            cid: [{"api_key": k.api_key, "secret": k.secret} for k in pair]
+                            for cid, pair in by_id.items()
+                        },
+                    }
+                )
+            )
+            progress = [0]
+            async with Zygote("update", plan, master) as zygote:
+                for _ in range(UPDATE_KILLS):
+                    await zygote.run_until_killed(rng.uniform(0.01, 0.3))
+                    progress.append(await check_updates(db, vault, by_id))
+            # the kills landed while updates were happening, and the store still takes updates
+            assert progress[-1] >= 5, f"too few updates ran between kills: {progress}"
+            for cid, pair in by_id.items():
+                for key in pair:
+                    await _update_until_settled(b, cid, key)
+            await check_updates(db, vault, by_id)
+    finally:
+        await db.close()
+
+
+async def _update_until_settled(b: Bench, cid: str, key: SimKey) -> None:
+    """An update after the kills: it works, or says the key is current already. A last COMMIT of a
+    killed worker may still land meanwhile (PostgreSQL): then the service says to run it again."""
+    for _ in range(20):
+        try:
+            await b.service.update_credentials("local", cid, key.new())
+            return
+        except DuplicateKey:
+            return
+        except ConnectionChanged:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{cid} kept changing after every worker was killed")
+
+
+async def _connect(b: Bench, pairs: list[tuple[SimKey, SimKey]]) -> dict[str, tuple[SimKey, SimKey]]:
+    out: dict[str, tuple[SimKey, SimKey]] = {}
+    for i, (first, second) in enumerate(pairs):
+        outcome = await b.service.add("local", "bybit", first.new(), label=f"bot {i}")
+        out[outcome.connection.id] = (first, second)
+    return out
+
+
+# -- rewrap ---------------------------------------------------------------------------------------------
+
+
+async def test_rewrap_survives_sigkill_anywhere_and_completes(db_target: Target, tmp_path: Path) -> None:
+    rng = random.Random(SEED + 1)
+    master = generate_master_key()
+    vault = Vault.open(tmp_path / "vault", master_key=master)
+    db = await db_target.open()
+    try:
+        held = await populate(db, vault, 60)
+        plan = tmp_path / "plan.json"
+        plan.write_text(
+            json.dumps(
+                {
+                    "url": db_target.url,
+                    "schema": db_target.schema,
+                    "vault_dir": str(tmp_path / "vault"),
+                    "batch": 4,
+                }
+            )
+        )
+        mixed_after_kill = 0
+        async with Zygote("rewrap", plan, master) as zygote:
+            for _ in range(REWRAP_KILLS):
+                vault.rotate()  # each round has a newer version to move to
+                killed = await zygote.run_until_killed(rng.uniform(0.0, 0.25))
+                assert await open_all(db, vault) == held, f"a secret no longer opens (seed {SEED})"
+                spread = await _versions_in_use(db)
+                assert max(spread) <= vault.current_version
+                mixed_after_kill += killed and len(spread) > 1
+        assert mixed_after_kill >= 1, f"no kill landed in the middle of a rewrap (seed {SEED})"
+        report = await run_rewrap(db, vault, batch=50)
+        assert report.ok
+        assert await _versions_in_use(db) == {vault.current_version}
+        assert await open_all(db, vault) == held
+        assert (await run_rewrap(db, vault)).scanned == 0
+    finally:
+        await db.close()
+
+
+async def _versions_in_use(db: Database) -> set[int]:
+    cv = CredentialVersion
+    async with db.session() as s:
+        rows = await s.execute(
+            select(cv.api_key_key_version, cv.secret_key_version, cv.passphrase_key_version, func.count())
+            .where(cv.destroyed_at.is_(None))
+            .group_by(cv.api_key_key_version, cv.secret_key_version, cv.passphrase_key_version)
+        )
+        return {v for r in rows for v in r[:3] if v is not None}
