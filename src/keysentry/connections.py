@@ -708,6 +708,11 @@ class ConnectionService:
     def _next(self, diagnosis: Diagnosis, now: datetime) -> datetime:
         return self._next_check(diagnosis.status, diagnosis.expires_at, now)
 
+    @property
+    def vault(self) -> Vault | None:
+        """The vault this service seals with (None for a check-only service); webhooks share it."""
+        return self._vault
+
     def _need_vault(self) -> Vault:
         if self._vault is None:
             raise RuntimeError("this ConnectionService was built without a vault")

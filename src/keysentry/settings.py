@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     rotation_age_days: int = Field(90, ge=1, le=3650)
     request_timeout_s: float = Field(10.0, gt=0, le=120)
     profiles_file: Path | None = None
+    # Proxies trusted for X-Forwarded-For/-Proto (comma-separated addresses or networks, or "*").
+    forwarded_allow_ips: str = ""
 
     @field_validator("egress_ips")
     @classmethod
@@ -61,6 +63,21 @@ class Settings(BaseSettings):
                     "give a comma-separated list such as 127.0.0.2,127.0.0.3"
                 ) from None
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        for item in _split(value):
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"KEYSENTRY_FORWARDED_ALLOW_IPS: {item!r} is not an address or network; give the "
+                    "proxies in front of keysentry, comma-separated, e.g. 10.0.0.5,10.1.0.0/16 (or * for any)"
+                ) from None
+        return ",".join(_split(value))
 
     @property
     def egress_ip_list(self) -> tuple[str, ...]:

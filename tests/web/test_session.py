@@ -51,7 +51,9 @@ def test_each_seal_differs_and_each_session_has_its_own_id() -> None:
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda v: v[:-1] + ("A" if v[-1] != "A" else "B"),  # one character changed
+        # one character changed, mid-value: the last one may carry only padding bits
+        lambda v: v[:30] + ("A" if v[30] != "A" else "B") + v[31:],
+        lambda v: v[:-2] + ("A" if v[-2] != "A" else "B") + v[-1:],
         lambda v: v[:20],  # truncated
         lambda v: "A" + v,  # shifted
         lambda v: "not base64 at all!",

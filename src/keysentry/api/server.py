@@ -63,7 +63,7 @@ def serve(
         stream=err,
     )
     try:
-        app, url = _prepare()
+        app, url, proxies = _prepare()
     except Exception as e:
         err.write(f"keysentry serve: refusing to start: {_settings_problem(e)}\n")
         err.flush()
@@ -78,15 +78,19 @@ def serve(
         access_log=False,
         log_config=None,
         server_header=False,
-        proxy_headers=False,
+        # Forwarded headers only from proxies the operator named: otherwise any client could claim
+        # https (and so a Secure cookie) or another address (and so another rate-limit bucket).
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
         timeout_graceful_shutdown=10,
     )
     log.info("database %s is migrated; starting the API", url)
     return asyncio.run(_run(uvicorn.Server(config), host, out))
 
 
-def _prepare() -> tuple[FastAPI, str]:
-    """The app, after every check that must pass before listening; and the database shown safely."""
+def _prepare() -> tuple[FastAPI, str, str]:
+    """The app, after every check that must pass before listening; the database shown safely; the
+    trusted proxies."""
     from keysentry.api.app import create_app
     from keysentry.settings import load_settings
     from keysentry.store.db import resolve_url, safe_url
@@ -96,7 +100,7 @@ def _prepare() -> tuple[FastAPI, str]:
     app = create_app(settings)  # admin token, profiles file, vault: each refuses with its sentence
     url = resolve_url(settings.database_url, settings.data_dir)
     upgrade(url)
-    return app, safe_url(url)
+    return app, safe_url(url), settings.forwarded_allow_ips
 
 
 async def _run(server: uvicorn.Server, host: str, out: TextIO) -> int:
