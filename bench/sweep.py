@@ -17,7 +17,7 @@ all due), then swept by worker processes running the monitor's batch loop (`Moni
     window, over the complete windows of the phase) and the 429s and bans (none expected).
 
     python bench/sweep.py [--connections 100000] [--cpu-seconds 60] [--published-seconds 40]
-                          [--workers 1] [--egress 2] [--slack 0] [--exchanges bybit,okx]
+                          [--workers 1] [--egress 2] [--slack S] [--exchanges bybit,okx]
 
 Each phase runs for its time bound (the whole sweep of 100,000 takes longer than needed for a
 rate); the summary prints as a table and as JSON (`--json FILE`). Simulator keys are indexed by
@@ -377,7 +377,9 @@ def run_workers(
 # -- the phases -----------------------------------------------------------------------------------------
 
 
-def environment(url: str, data_dir: Path, master: str, sims: Sims, egress: int, slack: int) -> dict[str, str]:
+def environment(
+    url: str, data_dir: Path, master: str, sims: Sims, egress: int, slack: float | None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSENTRY_")}
     env.update(
         KEYSENTRY_DATABASE_URL=url,
@@ -387,9 +389,10 @@ def environment(url: str, data_dir: Path, master: str, sims: Sims, egress: int, 
         KEYSENTRY_MONITOR_BATCH_SIZE=str(BATCH),
         KEYSENTRY_MONITOR_CONCURRENCY=str(CONCURRENCY),
         KEYSENTRY_MONITOR_BATCHES_IN_FLIGHT=str(LANES),
-        KEYSENTRY_MONITOR_BUDGET_SLACK_S=str(slack),
         KEYSENTRY_MONITOR_BUDGET_WAIT_S="30",
     )
+    if slack is not None:  # otherwise the monitor's default
+        env["KEYSENTRY_MONITOR_BUDGET_SLACK_S"] = repr(slack)
     for name, base in sims.urls.items():
         env[f"KEYSENTRY_{name.upper()}_BASE_URL"] = base
     return env
@@ -459,7 +462,7 @@ def phase_published(
     refused = {f"{e} {s}": c for e, s, c in stats["refused"]}
     return {
         "egress_addresses": args.egress,
-        "slack_s": args.slack,
+        "slack_s": args.slack if args.slack is not None else _default_slack(),
         "checked": sum(r["checked"] for r in results),
         "windows": len(complete),
         "share_of_published_limit": round(sum(shares) / len(shares), 3) if shares else 0.0,
@@ -469,13 +472,21 @@ def phase_published(
     }
 
 
+def _default_slack() -> float:
+    from keysentry.monitor.service import MonitorConfig
+
+    return float(MonitorConfig.model_fields["budget_slack_s"].default)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=100_000)
     parser.add_argument("--exchanges", default="bybit,okx")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--egress", type=int, default=2, help="egress addresses (127.0.0.2, ...)")
-    parser.add_argument("--slack", type=int, default=0, help="KEYSENTRY_MONITOR_BUDGET_SLACK_S in phase (b)")
+    parser.add_argument(
+        "--slack", type=float, default=None, help="KEYSENTRY_MONITOR_BUDGET_SLACK_S (default: the monitor's)"
+    )
     parser.add_argument("--cpu-seconds", type=float, default=60)
     parser.add_argument("--published-seconds", type=float, default=40)
     parser.add_argument("--skip-cpu", action="store_true")

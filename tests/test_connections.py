@@ -19,18 +19,20 @@ from keysentry.connections import (
     AlreadyConnected,
     ConnectionChanged,
     ConnectionNotFound,
+    ConnectionService,
     CredentialsUnreadable,
     DuplicateKey,
     KeyRefused,
     NewKey,
-    default_next_check,
 )
 from keysentry.domain import Severity, Status
 from keysentry.domain.secrets import Secret
+from keysentry.monitor.policy import RecheckPolicy
 from keysentry.sim.scenario import MaintenanceWindow
 from keysentry.store import credentials as creds
 from keysentry.store.db import Database
 from keysentry.store.models import CredentialVersion
+from keysentry.store.monitoring import WebhookEvent
 from keysentry.vault import Vault
 from store.backends import Bench, bench, db, db_target, pg_database, vault  # noqa: F401 - fixtures
 
@@ -370,13 +372,42 @@ async def test_remove_destroys_every_version_and_keeps_the_audit(b: Bench) -> No
     assert again.connection.id != added.id
 
 
-# -- the re-check placeholder policy ----------------------------------------------------------------
+# -- the re-check schedule ----------------------------------------------------------------------------
 
 
-def test_default_next_check_is_sooner_for_temporary_issues_errors_and_keys_near_expiry() -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    healthy = default_next_check(Status.CONNECTED, None, now) - now
-    assert default_next_check(Status.TEMPORARY_ISSUE, None, now) - now < healthy
-    assert default_next_check(Status.INVALID_KEY, None, now) - now < healthy
-    near = default_next_check(Status.EXPIRES_SOON, now + timedelta(hours=2), now)
-    assert now < near <= now + timedelta(hours=1)
+async def test_without_a_policy_given_checks_are_scheduled_by_the_monitors_default_policy(b: Bench) -> None:
+    policy = RecheckPolicy()
+    healthy = (await b.service.add("local", "bybit", b.key("a1"), label="main")).connection
+    assert healthy.next_check_at is not None
+    assert policy.interval / 2 <= healthy.next_check_at - healthy.updated_at < policy.interval * 3 / 2
+    b.sim_key("a1").expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    broken = (await b.service.refresh("local", healthy.id)).connection
+    assert broken.next_check_at is not None
+    # a broken key: soon (the user may fix it), within the first backoff bound
+    assert broken.next_check_at - broken.updated_at <= max(policy.error_base, policy.min_delay)
+
+
+async def test_the_schedule_and_the_expiry_thresholds_given_are_used(db: Database, vault: Vault) -> None:  # noqa: F811
+    planned: list[tuple[Status, datetime | None]] = []
+
+    def next_check(status: Status, expires_at: datetime | None, now: datetime) -> datetime:
+        planned.append((status, expires_at))
+        return now + timedelta(minutes=42)
+
+    async with bench(db, vault) as it:
+        it.service = ConnectionService(
+            db, vault=vault, engine=it.service._engine, options=it.service._options,
+            next_check=next_check, expiring_days=(30,),
+        )  # fmt: skip
+        record = (await it.service.add("local", "bybit", it.key("a1"), label="main")).connection
+        assert record.next_check_at is not None
+        assert record.next_check_at - record.updated_at == timedelta(minutes=42)  # from the recording
+        it.sim_key("a1").expires_at = datetime.now(UTC) + timedelta(days=20)
+        await it.service.refresh("local", record.id)
+    assert [s for s, _ in planned] == [Status.CONNECTED, Status.CONNECTED]
+    assert planned[1][1] is not None
+    async with db.session() as s:
+        data = (
+            await s.execute(select(WebhookEvent.data).where(WebhookEvent.type == "connection.expiring"))
+        ).scalar_one()
+    assert data["threshold_days"] == 30

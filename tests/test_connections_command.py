@@ -7,10 +7,12 @@ simulator runs on a thread of its own. Every output is scanned for the canary se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +290,34 @@ def test_bad_settings_are_named_without_a_traceback(cli: Cli) -> None:
     result = cli.run(cc.list_connections)
     assert result.code == 3
     assert "KEYSENTRY_EGRESS_IPS" in result.err
+
+
+# -- the monitor's policy and events -----------------------------------------------------------------------
+
+
+def _stored_events(cli: Cli) -> list[tuple[str, str, str]]:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(cli.data_dir / "keysentry.db")) as db:
+        rows = db.execute("SELECT type, data FROM webhook_events ORDER BY created_at, type").fetchall()
+    return [(t, json.loads(d)["status_before"], json.loads(d)["status_after"]) for t, d in rows]
+
+
+def test_keys_are_scheduled_by_the_monitors_settings_and_changes_are_announced(cli: Cli) -> None:
+    cli.monkeypatch.setenv("KEYSENTRY_MONITOR_INTERVAL_HOURS", "1")  # what `keysentry monitor` reads
+    assert cli.add("a1", label="main").code == 0
+    [row] = cli.run(cc.list_connections, as_json=True).json_lines()
+    planned = datetime.fromisoformat(row["next_check_at"]) - datetime.fromisoformat(row["updated_at"])
+    # a slot of the operator's 1-hour interval, half an interval away at least (not 6 or 12 hours)
+    assert timedelta(minutes=30) <= planned < timedelta(minutes=90), planned
+    assert _stored_events(cli) == [("connection.status_changed", "unchecked", "connected")]
+    for _ in range(2):  # nothing changed: nothing announced
+        assert cli.run(cc.refresh, row["id"]).code == 0
+    assert len(_stored_events(cli)) == 1
+
+
+def test_a_bad_monitor_setting_is_named_without_a_traceback(cli: Cli) -> None:
+    cli.monkeypatch.setenv("KEYSENTRY_MONITOR_INTERVAL_HOURS", "soon")
+    result = cli.add("a1", label="main")
+    assert result.code == 3
+    assert "KEYSENTRY_MONITOR_INTERVAL_HOURS" in result.err and "soon" not in result.err

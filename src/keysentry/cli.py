@@ -244,7 +244,7 @@ def vault_rewrap(
         bool, typer.Option("--retire", help="then drop older key versions if nothing uses them")
     ] = False,
 ) -> None:
-    """Move every stored secret to the newest key version (resumable)."""
+    """Move every stored secret (exchange keys, webhook URLs and secrets) to the newest key version (resumable)."""
     from keysentry.connections_command import vault_rewrap as run
 
     raise typer.Exit(run(batch=batch, retire=retire))
@@ -314,10 +314,20 @@ def monitor(
         bool, typer.Option("--once", help="check what is due, deliver events, then exit")
     ] = False,
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="serve Prometheus metrics on this port")
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            envvar="KEYSENTRY_MONITOR_METRICS_PORT",
+            help="serve Prometheus metrics on this port",
+        ),
     ] = None,
     metrics_host: Annotated[
-        str, typer.Option("--metrics-host", help="address for the metrics")
+        str,
+        typer.Option(
+            "--metrics-host", envvar="KEYSENTRY_MONITOR_METRICS_HOST", help="address for the metrics"
+        ),
     ] = "127.0.0.1",
 ) -> None:
     """Re-check stored keys as they fall due and send events (local mode: one process)."""
@@ -332,11 +342,36 @@ def worker(
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo, threads")] = "prefork",
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = "INFO",
     hostname: Annotated[str | None, typer.Option(help="Celery node name")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            envvar="KEYSENTRY_MONITOR_METRICS_PORT",
+            help="serve Prometheus metrics of all pool processes on this port (0: a free one)",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host", envvar="KEYSENTRY_MONITOR_METRICS_HOST", help="address for the metrics"
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """A Celery worker (distributed mode, KEYSENTRY_REDIS_URL): checks the batches the beat enqueues."""
     from keysentry.monitor_command import worker as run
 
-    raise typer.Exit(run(concurrency=concurrency, pool=pool, loglevel=loglevel, hostname=hostname))
+    raise typer.Exit(
+        run(
+            concurrency=concurrency,
+            pool=pool,
+            loglevel=loglevel,
+            hostname=hostname,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+        )
+    )
 
 
 @app.command()

@@ -13,6 +13,14 @@ the diagnosis engine. Rules (docs/store.md explains them to operators):
   transaction). Connection id, label and history stay.
 - refresh: re-check and record. A temporary issue never overwrites the last definitive state
   (see keysentry.store.connections for the exact rule); every check goes into the history.
+- schedule and events: add, update and refresh plan the next check with the monitor's re-check
+  policy (`next_check`; the API and the CLI pass the operator's, keysentry.monitor.service.
+  next_check_function), and write the events of the change they record (connection.
+  status_changed, .broken, .recovered, .expiring) through keysentry.monitor.events.
+  record_transitions, in the transaction that records the check, exactly as the monitor does: a
+  transition is sent once, whoever saw it first. An add counts as the first check: its first
+  definitive status is a change from `unchecked`, as it is when the monitor sees it first (after
+  an add saved during a temporary issue); a temporary issue sends nothing.
 - remove: every credential version is crypto-shredded (ciphertexts destroyed); the audit log
   and a tombstone of the connection stay.
 - list and get: never secrets; masked key and fingerprint only.
@@ -41,16 +49,18 @@ import dataclasses
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from keysentry.diagnosis.catalog import finding
 from keysentry.diagnosis.options import OptionsFactory, options_factory
-from keysentry.domain import Diagnosis, Finding, Severity, Status, severity_of
+from keysentry.domain import Diagnosis, Finding, Severity, Status
 from keysentry.domain.secrets import REDACTED, ApiCredentials, Secret, mask_key
+from keysentry.monitor.events import DEFAULT_EXPIRING_DAYS, connection_state, record_transitions
+from keysentry.monitor.policy import ConnectionState, merge
 from keysentry.store import audit, history
 from keysentry.store import connections as repo
 from keysentry.store import credentials as creds_repo
@@ -74,16 +84,18 @@ __all__ = [
     "DuplicateKey",
     "KeyRefused",
     "NewKey",
+    "NextCheck",
     "Outcome",
-    "default_next_check",
     "options_factory",
 ]
 
 LOCAL_TENANT = repo.LOCAL_TENANT
 MAX_LABEL = 200
 
-# (exchange, environment, profile name) -> how to check a key of that connection
 Clock = Callable[[], datetime]
+# (status of the check, expiry it found, now) -> when to check again: the monitor's re-check
+# policy in this shape is keysentry.monitor.service.next_check_function
+NextCheck = Callable[[Status, datetime | None, datetime], datetime]
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -219,20 +231,6 @@ def new_connection_id() -> str:
     return f"con_{secrets.token_hex(8)}"
 
 
-def default_next_check(status: Status, expires_at: datetime | None, now: datetime) -> datetime:
-    """When to check again. A placeholder policy until the monitor's (issue 7) replaces it:
-    sooner for temporary issues and keys near expiry, twice a day for healthy ones."""
-    if status is Status.TEMPORARY_ISSUE:
-        delay = timedelta(minutes=15)
-    elif severity_of(status) is Severity.ERROR:
-        delay = timedelta(hours=1)  # a fix by the user should show soon
-    else:
-        delay = timedelta(hours=12)
-    if expires_at is not None and expires_at > now:
-        delay = min(delay, max(timedelta(minutes=5), (expires_at - now) / 2))
-    return now + delay
-
-
 def with_already_connected(diagnosis: Diagnosis, existing: Connection) -> Diagnosis:
     """The diagnosis with the already_connected finding on top (it outranks the key's own state)."""
     found = finding(
@@ -263,14 +261,25 @@ class ConnectionService:
         engine: DiagnosisEngine | None,
         options: OptionsFactory | None = None,
         clock: Clock | None = None,
-        next_check: Callable[[Status, datetime | None, datetime], datetime] = default_next_check,
+        next_check: NextCheck | None = None,
+        expiring_days: Sequence[int] = DEFAULT_EXPIRING_DAYS,
     ) -> None:
+        """`next_check` and `expiring_days`: the monitor's re-check policy and expiry warning
+        thresholds, so checks recorded here are scheduled and announced as the monitor's are; the
+        API and the CLI pass the operator's (KEYSENTRY_MONITOR_*). Without them: the policy's
+        defaults."""
         self.db = db
         self._vault = vault
         self._engine = engine
         self._options = options
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
-        self._next_check = next_check
+        self._expiring_days = tuple(expiring_days)
+        if next_check is None:  # resolved now: the first check should not pay for the import
+            from keysentry.monitor.policy import RecheckPolicy
+            from keysentry.monitor.service import next_check_function
+
+            next_check = next_check_function(RecheckPolicy(expiring_days=self._expiring_days))
+        self._next_check: NextCheck = next_check
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -373,6 +382,8 @@ class ConnectionService:
             removed_at=None,
             **repo.initial_values(diagnosis, now=now, next_check_at=self._next(diagnosis, now)),
         )
+        # the add is the connection's first check: from `unchecked`, as the monitor would see it
+        first = ConnectionState(connection_id=connection_id, tenant_id=tenant, exchange=exchange)
         try:
             async with self.db.session() as s, s.begin():
                 await repo.ensure_tenant(s, tenant, now)
@@ -380,6 +391,7 @@ class ConnectionService:
                 await s.flush()  # the connection first: the others refer to it
                 s.add(version)
                 s.add(history.new_check(connection_id, 1, "add", diagnosis, now))
+                await self._record_events(s, first, diagnosis, now)
                 s.add(
                     audit.entry(
                         tenant_id=tenant,
@@ -458,6 +470,10 @@ class ConnectionService:
         )
         try:
             async with self.db.session() as s, s.begin():
+                current = await self._lock(s, tenant, row.id, old)
+                if current is None:
+                    raise ConnectionChanged(row.id)
+                before = connection_state(current)
                 # the switch: revoke the current version only if it still is current, then the new one
                 if not await creds_repo.revoke(s, row.id, old, now):
                     raise ConnectionChanged(row.id)
@@ -484,6 +500,7 @@ class ConnectionService:
                 if _rowcount(moved) != 1:
                     raise ConnectionChanged(row.id)
                 s.add(history.new_check(row.id, new, "update", diagnosis, now))
+                await self._record_events(s, before, diagnosis, now)
                 s.add(
                     audit.entry(
                         tenant_id=tenant,
@@ -526,6 +543,11 @@ class ConnectionService:
         now = self.clock()
         values.update(repo.check_values(diagnosis, now=now, next_check_at=self._next(diagnosis, now)))
         async with self.db.session() as s, s.begin():
+            current = await self._lock(s, tenant, row.id, version)
+            if current is None:
+                # the key was replaced or the connection removed while we checked: this result is stale
+                raise ConnectionChanged(row.id)
+            before = connection_state(current)
             recorded = await s.execute(
                 update(Connection)
                 .where(
@@ -538,9 +560,9 @@ class ConnectionService:
                 .execution_options(synchronize_session=False)
             )
             if _rowcount(recorded) != 1:
-                # the key was replaced or the connection removed while we checked: this result is stale
                 raise ConnectionChanged(row.id)
             s.add(history.new_check(row.id, version, "refresh", diagnosis, now))
+            await self._record_events(s, before, diagnosis, now)
             s.add(
                 audit.entry(
                     tenant_id=tenant,
@@ -707,6 +729,32 @@ class ConnectionService:
 
     def _next(self, diagnosis: Diagnosis, now: datetime) -> datetime:
         return self._next_check(diagnosis.status, diagnosis.expires_at, now)
+
+    async def _lock(self, session: Any, tenant: str, connection_id: str, version: int) -> Connection | None:
+        """The live row, still on credential `version`, locked until the transaction ends (SQLite's
+        transactions take the write lock when they begin): the state a check replaces is read where
+        it is replaced, so its events compare against what the monitor or another refresh recorded
+        last, never against a copy read before the check."""
+        result = await session.execute(
+            select(Connection)
+            .where(
+                Connection.id == connection_id,
+                Connection.tenant_id == tenant,
+                Connection.current_version == version,
+                Connection.removed_at.is_(None),
+            )
+            .with_for_update()
+        )
+        found: Connection | None = result.scalar_one_or_none()
+        return found
+
+    async def _record_events(
+        self, session: Any, before: ConnectionState, diagnosis: Diagnosis, now: datetime
+    ) -> None:
+        """The events of recording `diagnosis` over the stored state `before`, written in `session`'s
+        transaction exactly as the monitor writes those of its checks."""
+        after = merge(before, diagnosis, now=now)
+        await record_transitions(session, [(before, after)], now=now, expiring_days=self._expiring_days)
 
     @property
     def vault(self) -> Vault | None:

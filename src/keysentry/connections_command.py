@@ -36,6 +36,7 @@ from keysentry.domain.status import EXIT_CODES
 
 if TYPE_CHECKING:
     from keysentry.connections import ConnectionService, NewKey, Outcome
+    from keysentry.monitor.policy import RecheckPolicy
     from keysentry.settings import Settings
     from keysentry.store.db import Database
     from keysentry.store.records import CheckView, ConnectionRecord
@@ -139,6 +140,24 @@ async def _open_db(settings: Settings) -> Database:
     return await Database.open(resolve_url(settings.database_url, settings.data_dir))
 
 
+def _recheck_policy() -> RecheckPolicy:
+    """The monitor's re-check policy and expiry thresholds, from the settings the monitor reads
+    (KEYSENTRY_MONITOR_*): keys added, updated and refreshed here are scheduled as it would."""
+    from pydantic import ValidationError
+
+    from keysentry.monitor.service import MonitorConfig
+
+    try:
+        return MonitorConfig().policy()
+    except ValidationError as e:  # named by variable; the value itself is not repeated
+        raise UsageError(
+            "; ".join(
+                f"KEYSENTRY_MONITOR_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                for err in e.errors()
+            )
+        ) from None
+
+
 @asynccontextmanager
 async def _session(*, checks: bool, base_url: str | None = None) -> AsyncIterator[_Session]:
     """The store, and when `checks`, the vault and a diagnosis engine on one shared transport."""
@@ -163,10 +182,19 @@ async def _session(*, checks: bool, base_url: str | None = None) -> AsyncIterato
             return
         from keysentry.diagnosis.engine import DiagnosisEngine
         from keysentry.exchanges.transport import Timeouts, Transport
+        from keysentry.monitor.service import next_check_function
 
+        policy = _recheck_policy()
         timeouts = Timeouts(connect=min(5.0, settings.request_timeout_s), total=settings.request_timeout_s)
         async with Transport(egress_ips=settings.egress_ip_list, timeouts=timeouts) as transport:
-            service = ConnectionService(db, vault=vault, engine=DiagnosisEngine(transport), options=options)
+            service = ConnectionService(
+                db,
+                vault=vault,
+                engine=DiagnosisEngine(transport),
+                options=options,
+                next_check=next_check_function(policy),
+                expiring_days=policy.expiring_days,
+            )
             yield _Session(settings, db, service)
     finally:
         await db.close()
@@ -597,7 +625,7 @@ def db_upgrade() -> int:
 
 def vault_status() -> int:
     """`keysentry vault status`: the keyring, its master key, and whether secrets need a rewrap."""
-    from keysentry.store.rewrap import CredentialRewrapTarget
+    from keysentry.store.rewrap import StoreRewrapTargets
     from keysentry.vault import status_command
 
     async def body() -> int:
@@ -606,7 +634,7 @@ def vault_status() -> int:
         try:
             line = await db.run_sync(
                 lambda conn: status_command(
-                    settings.data_dir, target=CredentialRewrapTarget(conn), **_master(settings)
+                    settings.data_dir, target=StoreRewrapTargets(conn), **_master(settings)
                 )
             )
         finally:
@@ -651,7 +679,7 @@ def vault_rotate() -> int:
 
 def vault_rewrap(*, batch: int = 500, retire: bool = False) -> int:
     """`keysentry vault rewrap`: move every stored secret to the newest key version (resumable)."""
-    from keysentry.store.rewrap import CredentialRewrapTarget
+    from keysentry.store.rewrap import StoreRewrapTargets
     from keysentry.vault import RewrapReport, rewrap_command
 
     if batch < 1:
@@ -663,7 +691,7 @@ def vault_rewrap(*, batch: int = 500, retire: bool = False) -> int:
         try:
 
             def run(conn: Any) -> RewrapReport:
-                target = CredentialRewrapTarget(conn)
+                target = StoreRewrapTargets(conn)
                 report = rewrap_command(
                     settings.data_dir, target, batch=batch, retire_old=retire, **_master(settings)
                 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -131,12 +132,25 @@ def _serve_metrics(runtime: MonitorRuntime, host: str, port: int) -> None:
 
 
 def worker(
-    *, concurrency: int = 2, pool: str = "prefork", loglevel: str = "INFO", hostname: str | None = None
+    *,
+    concurrency: int = 2,
+    pool: str = "prefork",
+    loglevel: str = "INFO",
+    hostname: str | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> int:
-    """A Celery worker (distributed mode): checks the batches the beat enqueues."""
+    """A Celery worker (distributed mode): checks the batches the beat enqueues.
+
+    With `metrics_port`, the worker serves the Prometheus metrics of all its pool processes
+    (celery_app.py reads them from KEYSENTRY_MONITOR_METRICS_PORT/_HOST, set here, so that
+    `celery -A keysentry.monitor.celery_app worker` with those variables does the same)."""
     argv = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}"]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if metrics_port is not None:
+        os.environ["KEYSENTRY_MONITOR_METRICS_PORT"] = str(metrics_port)
+        os.environ["KEYSENTRY_MONITOR_METRICS_HOST"] = metrics_host
     return _celery(argv)
 
 
@@ -150,10 +164,11 @@ def beat(*, schedule_file: Path | None = None, loglevel: str = "INFO") -> int:
 
 def _celery(argv: list[str]) -> int:
     def body() -> int:
-        from keysentry.monitor.celery_app import DistributedModeError, app
+        from keysentry.monitor.celery_app import DistributedModeError, app, metrics_config
 
         try:
             _ = app.conf.broker_url  # configure now: a missing broker is one sentence, not a traceback
+            metrics_config()  # a bad metrics setting too
         except DistributedModeError as e:
             _say(f"keysentry: {e}")
             return USAGE

@@ -1,4 +1,5 @@
-"""Acceptance: tenant B never reads, refreshes, updates, deletes, or learns of tenant A's connections.
+"""Acceptance: tenant B never reads, refreshes, updates, deletes, or learns of tenant A's connections
+and webhooks (nor test-fires A's webhook or reads its delivery log).
 
 Every route of the app is looked up in CASES by "METHOD path": a route without a case fails the
 test, so a new route cannot ship without saying what another tenant sees on it. Runs on SQLite
@@ -6,7 +7,9 @@ and on the real PostgreSQL.
 
 The cases compare what B gets for A's connection with what B gets for an id that does not exist:
 the same status, the same body (but for the path in `instance`) and the same headers; and A's
-connection is unchanged afterwards (same key version, same update time, one check in its history).
+connection is unchanged afterwards (same key version, same update time, one check in its history),
+and so is A's webhook (same registration, same delivery log, A's receiver called by A alone).
+A's webhook secret is a canary: no answer to anyone, and no log line, may hold it.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from fastapi.routing import APIRoute, iter_route_contexts
 
+import canary
 from api.harness import Reply, Stack, stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -29,6 +35,14 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 # Routes outside /v1 that the API itself serves; they must hold nothing of any tenant.
 INFRA = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 _VOLATILE_HEADERS = {"date", "content-length"}
+
+
+@dataclass
+class Receiver:
+    """Webhook endpoints on 127.0.0.1: /a/... is A's, /b is B's; every call is counted by path."""
+
+    base: str = ""
+    calls: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +56,45 @@ class World:
     conn_b: str  # B's connection
     missing: str  # an id no one has
     a_before: dict[str, Any]
+    receiver: Receiver
+    hook_a: str  # A's webhook
+    hook_b: str  # B's webhook
+    hook_missing: str  # a webhook id no one has
+    hook_a_url: str  # A's endpoint URL (its path holds a token of A's)
+    hook_a_before: dict[str, Any]
+    hook_a_deliveries: list[dict[str, Any]]
+
+
+@asynccontextmanager
+async def receiving() -> AsyncIterator[Receiver]:
+    found = Receiver()
+
+    async def hook(request: web.Request) -> web.Response:
+        found.calls.append(request.path)
+        await request.read()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/{path:.*}", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    found.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        yield found
+    finally:
+        await runner.cleanup()
+
+
+async def _register(s: Stack, token: str, url: str, description: str) -> dict[str, Any]:
+    made = await s.client.call(
+        "POST", "/v1/webhooks", token=token, json_body={"url": url, "description": description}
+    )
+    assert made.status == 201, made.text
+    body: dict[str, Any] = made.json
+    canary.register(body["secret"], f"webhook-secret-of-{body['id']}")  # shown once: never again
+    return body
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
@@ -54,28 +107,48 @@ async def world(
         if request.param == "sqlite"
         else request.getfixturevalue("api_pg_database")
     )
-    async with stack(tmp, url) as s:
-        tenant_a, a = await s.new_tenant("A")
-        tenant_b, b = await s.new_tenant("B")
-        added = await s.client.call(
-            "POST", "/v1/connections", token=a, json_body=s.keys["bybit"].add("A's bot")
-        )
-        assert added.status == 201, added.text
-        mine = await s.client.call("POST", "/v1/connections", token=b, json_body=s.keys["okx"].add("B's bot"))
-        assert mine.status == 201, mine.text
-        conn_a = added.json["connection"]["id"]
-        before = (await s.client.call("GET", f"/v1/connections/{conn_a}", token=a)).json
-        yield World(
-            s,
-            a,
-            b,
-            tenant_a,
-            tenant_b,
-            conn_a,
-            mine.json["connection"]["id"],
-            f"con_{secrets.token_hex(8)}",
-            before,
-        )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KEYSENTRY_MONITOR_WEBHOOK_ALLOW_PRIVATE", "1")  # the receivers are on loopback
+        async with stack(tmp, url) as s, receiving() as receiver:
+            tenant_a, a = await s.new_tenant("A")
+            tenant_b, b = await s.new_tenant("B")
+            added = await s.client.call(
+                "POST", "/v1/connections", token=a, json_body=s.keys["bybit"].add("A's bot")
+            )
+            assert added.status == 201, added.text
+            mine = await s.client.call(
+                "POST", "/v1/connections", token=b, json_body=s.keys["okx"].add("B's bot")
+            )
+            assert mine.status == 201, mine.text
+            conn_a = added.json["connection"]["id"]
+            before = (await s.client.call("GET", f"/v1/connections/{conn_a}", token=a)).json
+            hook_a_url = f"{receiver.base}/a/{secrets.token_hex(8)}"
+            hook_a = (await _register(s, a, hook_a_url, f"A's receiver {secrets.token_hex(4)}"))["id"]
+            hook_b = (await _register(s, b, f"{receiver.base}/b", "B's receiver"))["id"]
+            # A's log has an entry to protect: A's own test event
+            fired = await s.client.call("POST", f"/v1/webhooks/{hook_a}/test", token=a)
+            assert fired.status == 200 and fired.json["delivered"] is True, fired.text
+            hook_before = (await s.client.call("GET", f"/v1/webhooks/{hook_a}", token=a)).json
+            log = (await s.client.call("GET", f"/v1/webhooks/{hook_a}/deliveries", token=a)).json["items"]
+            assert len(log) == 1
+            yield World(
+                s,
+                a,
+                b,
+                tenant_a,
+                tenant_b,
+                conn_a,
+                mine.json["connection"]["id"],
+                f"con_{secrets.token_hex(8)}",
+                before,
+                receiver,
+                hook_a,
+                hook_b,
+                f"whk_{secrets.token_hex(8)}",
+                hook_a_url,
+                hook_before,
+                log,
+            )
 
 
 def _comparable(reply: Reply, *ids: str) -> tuple[int, str, dict[str, str]]:
@@ -93,12 +166,28 @@ async def _a_is_untouched(w: World) -> None:
         assert now.json[name] == w.a_before[name], name
     checks = await w.stack.client.call("GET", f"/v1/connections/{w.conn_a}/checks", token=w.a)
     assert [c["trigger"] for c in checks.json["items"]] == ["add"]
+    hook = await w.stack.client.call("GET", f"/v1/webhooks/{w.hook_a}", token=w.a)
+    assert hook.status == 200, hook.text
+    assert hook.json == w.hook_a_before
+    log = await w.stack.client.call("GET", f"/v1/webhooks/{w.hook_a}/deliveries", token=w.a)
+    assert log.json["items"] == w.hook_a_deliveries
+    assert [c for c in w.receiver.calls if c.startswith("/a/")] == [
+        w.hook_a_url.removeprefix(w.receiver.base)
+    ]
 
 
 def _leaks_nothing_of_a(w: World, reply: Reply, *, b_has_the_key: bool = False, sent: str = "") -> None:
     """Nothing of A in the answer, but for the path B sent itself (`instance` echoes it)."""
     text = reply.text.replace(sent, "") if sent else reply.text
-    of_a = [w.conn_a, w.tenant_a, w.a_before["label"]]
+    of_a = [
+        w.conn_a,
+        w.tenant_a,
+        w.a_before["label"],
+        w.hook_a,
+        w.hook_a_url.rsplit("/", 1)[-1],  # the token in A's endpoint URL
+        w.hook_a_before["description"],
+    ]
+    # A's webhook secret is a registered canary: the client fails on it in any answer
     if not b_has_the_key:  # a fingerprint is the key's, whoever connects it: B may see its own
         of_a += [w.stack.keys["bybit"].api_key, w.a_before["key_fingerprint"], w.a_before["masked_key"]]
     for item in of_a:
@@ -135,6 +224,50 @@ def _same_as_missing(body: Callable[[World], Any] | None = None) -> Case:
         await _a_is_untouched(w)
 
     return case
+
+
+async def _hook_same_as_missing(w: World, method: str, path: str) -> None:
+    """B on A's webhook answers exactly what B on a missing webhook id answers: 404, same body and
+    headers; nothing is sent to A's endpoint, and A's registration and log are unchanged."""
+    on_a = await w.stack.client.call(method, path.format(webhook_id=w.hook_a), token=w.b)
+    on_none = await w.stack.client.call(method, path.format(webhook_id=w.hook_missing), token=w.b)
+    assert on_a.status == 404, on_a.text
+    assert on_a.problem_type() == "not-found"
+    assert _comparable(on_a, w.hook_a) == _comparable(on_none, w.hook_missing)
+    _leaks_nothing_of_a(w, on_a, sent=path.format(webhook_id=w.hook_a))
+    # B's own webhook answers on the same route: the 404 is about ownership, not the route
+    mine = w.hook_b
+    if method == "DELETE":  # delete one made for the purpose, and keep hook_b for the other routes
+        mine = (await _register(w.stack, w.b, f"{w.receiver.base}/b/gone", "to delete"))["id"]
+    own = await w.stack.client.call(method, path.format(webhook_id=mine), token=w.b)
+    assert own.status < 400, own.text
+    if method == "POST":  # the test event reached B's own endpoint
+        assert own.json["delivered"] is True, own.text
+    await _a_is_untouched(w)
+
+
+async def _hook_list(w: World, method: str, path: str) -> None:
+    page = await w.stack.client.call(method, path, token=w.b)
+    assert page.status == 200, page.text
+    seen = [h["id"] for h in page.json["items"]]
+    assert w.hook_b in seen and w.hook_a not in seen
+    assert all("secret" not in h for h in page.json["items"])
+    _leaks_nothing_of_a(w, page)
+    await _a_is_untouched(w)
+
+
+async def _hook_add(w: World, method: str, path: str) -> None:
+    # B registers A's very URL: it is B's own webhook, with its own id and secret; nothing names A's
+    made = await w.stack.client.call(
+        method, path, token=w.b, json_body={"url": w.hook_a_url, "description": "B's copy"}
+    )
+    assert made.status == 201, made.text
+    canary.register(made.json["secret"], "webhook-secret-of-b")
+    assert made.json["id"] != w.hook_a
+    _leaks_nothing_of_a(w, made, sent=w.hook_a_url)
+    removed = await w.stack.client.call("DELETE", f"/v1/webhooks/{made.json['id']}", token=w.b)
+    assert removed.status == 204
+    await _a_is_untouched(w)
 
 
 def _new_key_of_a(w: World) -> dict[str, Any]:
@@ -220,6 +353,12 @@ CASES: Mapping[str, Case] = {
     "POST /v1/connections/{connection_id}/refresh": _same_as_missing(),
     "GET /v1/connections/{connection_id}/checks": _same_as_missing(),
     "POST /v1/diagnose": _diagnose,
+    "GET /v1/webhooks": _hook_list,
+    "POST /v1/webhooks": _hook_add,
+    "GET /v1/webhooks/{webhook_id}": _hook_same_as_missing,
+    "DELETE /v1/webhooks/{webhook_id}": _hook_same_as_missing,
+    "POST /v1/webhooks/{webhook_id}/test": _hook_same_as_missing,
+    "GET /v1/webhooks/{webhook_id}/deliveries": _hook_same_as_missing,
     "GET /v1/exchanges": _same_for_everyone,
     "GET /v1/statuses": _same_for_everyone,
     "POST /v1/tenants": _admin_only,
@@ -275,3 +414,16 @@ async def test_a_connection_is_loaded_by_tenant_in_sql(world: World) -> None:
     assert world.conn_a not in json.dumps(
         [r.id for r in await world.stack.service.list_connections(world.tenant_b)]
     )
+
+
+async def test_a_webhook_is_loaded_by_tenant_in_sql(world: World) -> None:
+    # Below the HTTP layer too: the webhook lifecycle with B's tenant id finds nothing of A's.
+    from keysentry.monitor import delivery
+
+    db, vault = world.stack.service.db, world.stack.service.vault
+    assert vault is not None
+    with pytest.raises(delivery.WebhookNotFound):
+        await delivery.get_webhook(db, vault, world.tenant_b, world.hook_a)
+    with pytest.raises(delivery.WebhookNotFound):
+        await delivery.list_deliveries(db, world.tenant_b, world.hook_a)
+    assert world.hook_a not in [h.id for h in await delivery.list_webhooks(db, vault, world.tenant_b)]

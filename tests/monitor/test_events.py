@@ -45,8 +45,10 @@ def test_public_api_is_pinned() -> None:
         "DEFAULT_EXPIRING_DAYS",
         "Event",
         "EventType",
+        "connection_state",
         "detect_events",
         "ping_event",
+        "record_transitions",
     }
     assert [t.value for t in EventType] == [
         "connection.status_changed", "connection.expiring", "connection.broken", "connection.recovered",

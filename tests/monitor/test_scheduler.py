@@ -20,10 +20,11 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select, text, update
 
-from keysentry.connections import ConnectionService
+from keysentry.connections import ConnectionService, NewKey
 from keysentry.diagnosis.engine import CheckOptions, DiagnosisEngine
 from keysentry.diagnosis.profiles import get_profile
 from keysentry.domain import Status
+from keysentry.domain.secrets import Secret
 from keysentry.exchanges.transport import Timeouts, Transport
 from keysentry.monitor.celery_app import DistributedModeError, celery_config
 from keysentry.monitor.delivery import create_webhook
@@ -281,7 +282,14 @@ async def test_a_removed_connection_is_not_checked(kit: Kit) -> None:
     assert await kit.history("a") == ["connected"]
 
 
+async def _event_count(kit: Kit) -> int:
+    async with kit.db.session() as s:
+        return int((await s.execute(select(func.count()).select_from(WebhookEvent))).scalar_one())
+
+
 async def test_maintenance_is_a_temporary_issue_over_the_last_known_state(kit: Kit) -> None:
+    announced = await _event_count(kit)  # each add's first status
+    assert announced == len(NAMES)
     await kit.admin("POST", "/admin/bybit/maintenance", {"active": True})
     streaks = []
     for _ in range(3):
@@ -310,8 +318,7 @@ async def test_maintenance_is_a_temporary_issue_over_the_last_known_state(kit: K
     async with kit.db.session() as s:
         state = await s.get(ConnectionMonitor, kit.ids["a"])
         assert state is not None and state.temporary_failures == 0
-    async with kit.db.session() as s:  # nothing happened to the key: no event at all
-        assert (await s.execute(select(func.count()).select_from(WebhookEvent))).scalar_one() == 0
+    assert await _event_count(kit) == announced  # nothing happened to the key: no event at all
 
 
 async def test_a_change_writes_its_events_and_queues_matching_webhooks(kit: Kit) -> None:
@@ -331,7 +338,17 @@ async def test_a_change_writes_its_events_and_queues_matching_webhooks(kit: Kit)
     report = await kit.monitor.check_batch(list(claim.ids), claim.lease_until)
     assert report.checked == 1 and report.events == 2  # status_changed and broken, to one webhook
     async with kit.db.session() as s:
-        events = (await s.execute(select(WebhookEvent.type).order_by(WebhookEvent.type))).scalars().all()
+        events = (
+            (
+                await s.execute(
+                    select(WebhookEvent.type)
+                    .where(WebhookEvent.data["status_before"].as_string() == "connected")  # not the adds'
+                    .order_by(WebhookEvent.type)
+                )
+            )
+            .scalars()
+            .all()
+        )
         queued = (await s.execute(select(WebhookDelivery.webhook_id, WebhookDelivery.status))).all()
     assert list(events) == ["connection.broken", "connection.status_changed"]
     assert {(w, st) for w, st in queued} == {(everything.id, "pending")}
@@ -340,6 +357,41 @@ async def test_a_change_writes_its_events_and_queues_matching_webhooks(kit: Kit)
     assert (row.status, row.last_known_status) == ("expired", "expired")
     assert row.next_check_at is not None  # a status change is confirmed soon
     assert row.next_check_at <= kit.clock() + kit.runtime.policy.after_change + timedelta(seconds=5)
+
+
+async def test_the_first_definitive_answer_is_announced_by_whoever_gets_it(kit: Kit) -> None:
+    """An add announces its first status (a change from unchecked); one saved while the exchange
+    could not answer is announced by the monitor's first definitive check instead, the same event."""
+    await kit.service.remove(TENANT, kit.ids["a"])
+    await kit.admin("POST", "/admin/bybit/maintenance", {"active": True})
+    key = next(k for k in kit.cluster.scenario.exchanges["bybit"].accounts if k.id == "91000000").keys[0]
+    again = NewKey(key.api_key, Secret(key.secret))
+    kit.ids["a"] = (await kit.service.add(TENANT, "bybit", again, label="a", save_anyway=True)).connection.id
+    assert await _events_of(kit, "a") == []
+    await kit.admin("POST", "/admin/bybit/maintenance", {"active": False})
+    await kit.due_now("a")
+    claim = await kit.monitor.claim()
+    assert claim is not None
+    await kit.monitor.check_batch(list(claim.ids), claim.lease_until)
+    assert await _events_of(kit, "a") == [("connection.status_changed", "unchecked", "connected")]
+    await kit.due_now("a")  # and only once
+    claim = await kit.monitor.claim()
+    assert claim is not None
+    assert (await kit.monitor.check_batch(list(claim.ids), claim.lease_until)).events == 0
+    assert len(await _events_of(kit, "a")) == 1
+    assert await _events_of(kit, "b") == [("connection.status_changed", "unchecked", "connected")]  # its add
+
+
+async def _events_of(kit: Kit, name: str) -> list[tuple[str, str, str]]:
+    async with kit.db.session() as s:
+        rows = (
+            await s.execute(
+                select(WebhookEvent.type, WebhookEvent.data).where(
+                    WebhookEvent.connection_id == kit.ids[name]
+                )
+            )
+        ).all()
+    return sorted((t, d["status_before"], d["status_after"]) for t, d in rows)
 
 
 def _api_key(kit: Kit, name: str) -> str:

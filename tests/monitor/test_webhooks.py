@@ -364,9 +364,13 @@ def test_endpoints_choose_their_event_types() -> None:
 # -- the verification snippets of docs/webhooks.md run against a delivered event ------------------------------
 
 
-def snippet(language: str) -> str:
-    blocks = re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
-    assert blocks, f"docs/webhooks.md has no {language} block"
+def snippet(language: str, containing: str = "") -> str:
+    blocks = [
+        b
+        for b in re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+        if containing in b
+    ]
+    assert blocks, f"docs/webhooks.md has no {language} block with {containing!r}"
     return str(blocks[0])
 
 
@@ -395,7 +399,7 @@ async def test_the_documented_openssl_command_computes_the_signature(
     got = await delivered(receiver, kit)
     header = got.headers[SIGNATURE_HEADER]
     (tmp_path / "body.json").write_bytes(got.body)
-    script = snippet("sh")
+    script = snippet("sh", containing="openssl")
     script = re.sub(r"^SECRET=.*$", f"SECRET='{SECRET}'", script, flags=re.MULTILINE)
     script = re.sub(r"^HEADER=.*$", f"HEADER='{header}'", script, flags=re.MULTILINE)
     command = ["bash", "-c", script]

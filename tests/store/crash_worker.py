@@ -1,7 +1,8 @@
 """Processes for the crash tests to kill with SIGKILL at random moments (tests/store/test_crash.py).
 
     python crash_worker.py update PLAN.json   switch each connection between its two keys, forever
-    python crash_worker.py rewrap PLAN.json   rewrap every stored secret to the newest key version
+    python crash_worker.py rewrap PLAN.json   rewrap every stored secret (credentials, webhooks) to the
+                                              newest key version
 
 This process is a zygote: it imports everything once, then for each "fork" line on stdin forks
 a child that opens the store and does the work, printing "ready <pid>" when it starts. The test
@@ -31,7 +32,7 @@ from keysentry.diagnosis.profiles import get_profile
 from keysentry.domain.secrets import Secret
 from keysentry.exchanges.transport import Timeouts, Transport
 from keysentry.store.db import Database
-from keysentry.store.rewrap import CredentialRewrapTarget
+from keysentry.store.rewrap import StoreRewrapTargets
 from keysentry.vault import RewrapReport, Vault, rewrap
 
 # What the work imports lazily, imported once here so that each forked child starts at once.
@@ -91,9 +92,9 @@ async def _rewrap(plan: dict[str, Any]) -> None:
     vault = _open_vault(plan)
 
     def run(conn: Connection) -> RewrapReport:
-        target = CredentialRewrapTarget(conn)
-        report = rewrap(vault, target, batch=int(plan["batch"]))
-        target.finish()
+        targets = StoreRewrapTargets(conn)
+        report = rewrap(vault, targets, batch=int(plan["batch"]))
+        targets.finish()
         return report
 
     _ready()

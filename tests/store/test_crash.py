@@ -4,9 +4,9 @@ Update-credentials: a worker switches connections between two keys of their acco
 loop; it is killed at random points. After each kill every live connection has exactly one
 current credential version, and it decrypts to one of the two keys, never neither.
 
-Rewrap: the vault is rotated and a worker rewraps; it is killed at random points. After each
-kill every secret still decrypts; at the end a rewrap run completes and every secret is on the
-newest key version.
+Rewrap: the vault is rotated and a worker rewraps credentials and webhooks; it is killed at
+random points. After each kill every secret (credential fields, webhook URLs and secrets) still
+decrypts; at the end a rewrap run completes and every secret is on the newest key version.
 
 The random seed is printed with each failure: rerun with KEYSENTRY_CRASH_SEED=<seed>.
 """
@@ -20,20 +20,25 @@ import os
 import random
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import canary
 from keysentry.connections import ConnectionChanged, DuplicateKey
 from keysentry.domain.secrets import mask_key
+from keysentry.monitor import delivery
 from keysentry.store import connections as repo
 from keysentry.store import credentials as creds
 from keysentry.store.db import Database
 from keysentry.store.models import CredentialVersion
-from keysentry.vault import Vault, generate_master_key
+from keysentry.store.monitoring import Webhook
+from keysentry.store.rewrap import StoreRewrapTargets
+from keysentry.vault import RewrapReport, Vault, generate_master_key, rewrap
 from store.backends import (
     GOOD,
     Bench,
@@ -43,14 +48,26 @@ from store.backends import (
     bybit_key,
     open_all,
     populate,
-    run_rewrap,
 )
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 UPDATE_KILLS = 20
 REWRAP_KILLS = 15
+REWRAP_WEBHOOKS = 10
 READY_TIMEOUT_S = 30.0
+# A SIGKILL waits for a disk write in progress (an fsync of the WAL under a loaded CI disk): give it time.
+EXIT_TIMEOUT_S = 20.0
 SEED = int(os.environ.get("KEYSENTRY_CRASH_SEED", random.randrange(1 << 30)))
+
+
+def _proc_state(pid: int) -> str:
+    """The kernel's view of a process (state, and what it waits on), for a failure message."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0]
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return "gone"
+    return f"state {stat}, waiting in {wchan or '-'}"
 
 
 class Zygote:
@@ -77,9 +94,9 @@ class Zygote:
         assert await self._line() == "zygote", await self._failure()
         return self
 
-    async def _line(self) -> str:
+    async def _line(self, timeout_s: float = READY_TIMEOUT_S) -> str:
         assert self.proc is not None and self.proc.stdout is not None
-        raw = await asyncio.wait_for(self.proc.stdout.readline(), READY_TIMEOUT_S)
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
         line = raw.decode(errors="replace").strip()
         self.output.append(line)
         return line
@@ -99,10 +116,17 @@ class Zygote:
         if not ready.startswith("ready "):
             raise AssertionError(f"worker did not start ({ready!r}): {await self._failure()}")
         await asyncio.sleep(delay_s)
+        pid = int(ready.split()[1])
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(ready.split()[1]), signal.SIGKILL)  # no cleanup, no rollback, no flush
-        while not (line := await self._line()).startswith("exit "):
-            pass  # "done <n>" when the work ended before the kill
+            os.kill(pid, signal.SIGKILL)  # no cleanup, no rollback, no flush
+        try:
+            while not (line := await self._line(EXIT_TIMEOUT_S)).startswith("exit "):
+                pass  # "done <n>" when the work ended before the kill
+        except TimeoutError:
+            raise AssertionError(
+                f"worker {pid} killed {delay_s:.3f} s after start is not reaped ({_proc_state(pid)}); "
+                f"zygote said {self.output[-5:]}; seed {SEED}"
+            ) from None
         code = int(line.split()[1])
         if code != -signal.SIGKILL:
             assert code == 0, f"worker failed: {await self._failure()}"
@@ -235,6 +259,7 @@ async def test_rewrap_survives_sigkill_anywhere_and_completes(db_target: Target,
     db = await db_target.open()
     try:
         held = await populate(db, vault, 60)
+        hooks = await _register_webhooks(db, vault, REWRAP_WEBHOOKS)
         plan = tmp_path / "plan.json"
         plan.write_text(
             json.dumps(
@@ -252,15 +277,17 @@ async def test_rewrap_survives_sigkill_anywhere_and_completes(db_target: Target,
                 vault.rotate()  # each round has a newer version to move to
                 killed = await zygote.run_until_killed(rng.uniform(0.0, 0.25))
                 assert await open_all(db, vault) == held, f"a secret no longer opens (seed {SEED})"
+                assert await _open_webhooks(db, vault) == hooks, f"a webhook no longer opens (seed {SEED})"
                 spread = await _versions_in_use(db)
                 assert max(spread) <= vault.current_version
                 mixed_after_kill += killed and len(spread) > 1
         assert mixed_after_kill >= 1, f"no kill landed in the middle of a rewrap (seed {SEED})"
-        report = await run_rewrap(db, vault, batch=50)
+        report = await _rewrap_store(db, vault, batch=50)
         assert report.ok
         assert await _versions_in_use(db) == {vault.current_version}
         assert await open_all(db, vault) == held
-        assert (await run_rewrap(db, vault)).scanned == 0
+        assert await _open_webhooks(db, vault) == hooks
+        assert (await _rewrap_store(db, vault)).scanned == 0
     finally:
         await db.close()
 
@@ -273,4 +300,52 @@ async def _versions_in_use(db: Database) -> set[int]:
             .where(cv.destroyed_at.is_(None))
             .group_by(cv.api_key_key_version, cv.secret_key_version, cv.passphrase_key_version)
         )
-        return {v for r in rows for v in r[:3] if v is not None}
+        found = {v for r in rows for v in r[:3] if v is not None}
+        hooks = await s.execute(select(Webhook.url_key_version, Webhook.secret_key_version).distinct())
+        return found | {v for r in hooks for v in r}
+
+
+async def _register_webhooks(db: Database, vault: Vault, n: int) -> dict[str, tuple[str, str]]:
+    """n webhooks of tenant t1, registered as the API does; id -> (URL, signing secret)."""
+    out: dict[str, tuple[str, str]] = {}
+    for i in range(n):
+        url = f"https://hooks.example.com/crash/{i}"
+        view, secret = await delivery.create_webhook(
+            db, vault, tenant_id="t1", url=url, event_types=None, actor="crash-test", now=datetime.now(UTC)
+        )
+        out[view.id] = (url, secret.reveal())
+    return out
+
+
+async def _open_webhooks(db: Database, vault: Vault) -> dict[str, tuple[str, str]]:
+    async with db.session() as s:
+        rows = (await s.execute(select(Webhook))).scalars().all()
+    return {
+        r.id: (
+            vault.decrypt(
+                r.url_ciphertext,
+                tenant=r.tenant_id,
+                connection=r.id,
+                field=delivery.URL_FIELD,
+                key_version=r.url_key_version,
+            ).reveal(),
+            vault.decrypt(
+                r.secret_ciphertext,
+                tenant=r.tenant_id,
+                connection=r.id,
+                field=delivery.SECRET_FIELD,
+                key_version=r.secret_key_version,
+            ).reveal(),
+        )
+        for r in rows
+    }
+
+
+async def _rewrap_store(db: Database, vault: Vault, batch: int = 500) -> RewrapReport:
+    def go(conn: SyncConnection) -> RewrapReport:
+        targets = StoreRewrapTargets(conn)
+        report = rewrap(vault, targets, batch=batch)
+        targets.finish()
+        return report
+
+    return await db.run_sync(go)

@@ -79,6 +79,41 @@ def test_init_rotate_rewrap_retire(tmp_path: Path) -> None:
     ] == [f"s{i}" for i in range(5)]
 
 
+def test_status_and_rewrap_over_named_targets_say_which_is_stale_and_retire_only_when_none_is(
+    tmp_path: Path,
+) -> None:
+    init_command(tmp_path)
+    vault = Vault.open(tmp_path, create=False)
+
+    def rows(n: int, field: str) -> list[StaleRow]:
+        out = []
+        for i in range(n):
+            sealed = vault.encrypt(f"{field}{i}", tenant="t", connection=str(i), field=field)
+            out.append(StaleRow(i, "t", str(i), field, sealed.ciphertext, sealed.key_version))
+        return out
+
+    credentials, webhooks = ListTarget(rows(3, "api_secret")), ListTarget(rows(2, "webhook_url"))
+    targets = {"credentials": credentials, "webhooks": webhooks}
+    rotate_command(tmp_path)
+    assert "some secrets (credentials, webhooks) still use older versions" in status_command(
+        tmp_path, target=targets
+    )
+    rewrap_command(tmp_path, {"credentials": credentials})  # a partial run
+    assert "some secrets (webhooks) still use older versions" in status_command(tmp_path, target=targets)
+
+    report = rewrap_command(tmp_path, targets, retire_old=True)
+    assert report.ok and report.retired_versions == (1,)
+    assert {n: (p.scanned, p.rewrapped) for n, p in report.parts.items()} == {
+        "credentials": (0, 0),
+        "webhooks": (2, 2),
+    }
+    assert report.summary() == (
+        "moved 2 of 2 older secrets to key version 2 (credentials: 0 of 0, webhooks: 2 of 2); "
+        "retired key versions 1"
+    )
+    assert "still use older versions" not in status_command(tmp_path, target=targets)
+
+
 def test_commands_refuse_without_the_master_key(tmp_path: Path) -> None:
     init_command(tmp_path)
     (tmp_path / "master.key").unlink()
@@ -100,6 +135,7 @@ def test_public_api_is_pinned() -> None:
         "RemoteAead",
         "RewrapReport",
         "RewrapTarget",
+        "RewrapTargets",
         "RowId",
         "Sealed",
         "StaleRow",

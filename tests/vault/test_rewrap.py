@@ -277,3 +277,74 @@ def test_report_summary_counts() -> None:
     report = RewrapReport(target_version=3, scanned=10, rewrapped=8, changed_meanwhile=2)
     assert report.summary().startswith("moved 8 of 10 older secrets to key version 3")
     assert "2 were changed by someone else" in report.summary()
+
+
+# -- several named targets (the store's credentials and webhooks) ------------------------------------
+
+
+def test_named_targets_all_move_to_one_version_with_counts_for_each(vault: Vault) -> None:
+    credentials = MemoryTarget(seal_rows(vault, 7))
+    webhooks = MemoryTarget(seal_rows(vault, 4))
+    vault.rotate()
+    progress: list[tuple[int, int]] = []
+    report = rewrap(
+        vault,
+        {"credentials": credentials, "webhooks": webhooks},
+        batch=3,
+        on_batch=lambda r: progress.append((r.scanned, r.rewrapped)),
+    )
+    assert (report.scanned, report.rewrapped, report.ok, report.target_version) == (11, 11, True, 2)
+    assert list(report.parts) == ["credentials", "webhooks"]
+    assert (report.parts["credentials"].scanned, report.parts["credentials"].rewrapped) == (7, 7)
+    assert (report.parts["webhooks"].scanned, report.parts["webhooks"].rewrapped) == (4, 4)
+    assert all(p.target_version == 2 for p in report.parts.values())
+    assert progress == [(3, 3), (6, 6), (7, 7), (10, 10), (11, 11)]  # on_batch sees the totals
+    assert report.summary().startswith(
+        "moved 11 of 11 older secrets to key version 2 (credentials: 7 of 7, webhooks: 4 of 4)"
+    )
+    assert_all_current(vault, [*credentials.rows.values(), *webhooks.rows.values()])
+    again = rewrap(vault, {"credentials": credentials, "webhooks": webhooks})
+    assert again.scanned == 0 and {p.scanned for p in again.parts.values()} == {0}
+
+
+def test_a_crash_in_the_second_target_resumes_without_redoing_the_first(vault: Vault) -> None:
+    credentials = MemoryTarget(seal_rows(vault, 5))
+    webhooks = MemoryTarget(seal_rows(vault, 6), crash_after=2)
+    vault.rotate()
+    with pytest.raises(Crash):
+        rewrap(vault, {"credentials": credentials, "webhooks": webhooks}, batch=2)
+    webhooks.crash_after = None
+    report = rewrap(vault, {"credentials": credentials, "webhooks": webhooks}, batch=2)
+    assert {n: (p.scanned, p.rewrapped) for n, p in report.parts.items()} == {
+        "credentials": (0, 0),
+        "webhooks": (4, 4),
+    }
+    assert_all_current(vault, [*credentials.rows.values(), *webhooks.rows.values()])
+
+
+def test_failures_are_named_by_target_with_its_remedy_and_any_stale_target_blocks_retiring(
+    vault: Vault,
+) -> None:
+    @dataclass
+    class Webhooks(MemoryTarget):
+        remedy: str = "their tenants must register those webhooks again"
+
+    credentials = MemoryTarget(seal_rows(vault, 3))
+    rows = seal_rows(vault, 3)
+    bad = rows[1]
+    rows[1] = replace(bad, ciphertext=bad.ciphertext[:-1] + bytes([bad.ciphertext[-1] ^ 1]))
+    webhooks = Webhooks(rows)
+    vault.rotate()
+    targets: dict[str, RewrapTarget] = {"credentials": credentials, "webhooks": webhooks}
+    report = rewrap(vault, targets)
+    assert (report.failed, report.failed_rows, report.ok) == (1, [1], False)
+    assert report.parts["webhooks"].failed == 1 and report.parts["credentials"].failed == 0
+    assert "1 do not decrypt and were left untouched (webhooks: rows 1, their tenants must register" in (
+        report.summary()
+    )
+    assert "credentials: rows" not in report.summary()
+    assert retire(vault, targets) == ()  # the webhook row still needs version 1
+    assert vault.versions == (1, 2)
+    del webhooks.rows[1]  # the store deletes it (the tenant registers the endpoint again)
+    assert retire(vault, targets) == (1,)
+    assert_all_current(vault, [*credentials.rows.values(), *webhooks.rows.values()])

@@ -4,7 +4,10 @@
 is opened, so a sealed vault refuses here, before anything listens); `start()` migrates the
 database in the running event loop; `close()` closes the transport's sessions and the pool.
 Options per check come from `keysentry.connections.options_factory`, exactly as the CLI builds
-them: base URLs, egress addresses, expiry window and profiles are the operator's settings.
+them: base URLs, egress addresses, expiry window and profiles are the operator's settings. Keys
+added, updated or refreshed through the API are scheduled by the monitor's re-check policy and
+announce their transitions with its expiry thresholds, both from the same KEYSENTRY_MONITOR_*
+settings the monitor reads (keysentry.monitor.service.MonitorConfig).
 """
 
 from __future__ import annotations
@@ -72,8 +75,12 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         from keysentry.diagnosis.engine import DiagnosisEngine
         from keysentry.exchanges.transport import Transport
+        from keysentry.monitor.service import MonitorConfig, next_check_function
 
         profiles = custom_profiles(settings)
+        policy = (
+            MonitorConfig().policy()
+        )  # a bad KEYSENTRY_MONITOR_* value refuses to start, as the monitor does
         vault = open_vault(settings)  # VaultSealed here: refuse to start
         db = database(settings)
         transport = Transport(egress_ips=settings.egress_ip_list, timeouts=timeouts(settings))
@@ -82,6 +89,8 @@ class Runtime:
             vault=vault,
             engine=DiagnosisEngine(transport),
             options=options_factory(settings, custom_profiles=profiles),
+            next_check=next_check_function(policy),
+            expiring_days=policy.expiring_days,
         )
         return cls(db, vault, transport, service, profiles)
 

@@ -22,7 +22,7 @@ _DESCRIPTIONS = {
     400: "The request cannot be read",
     401: "No token, or an unknown or revoked one",
     403: "The token may not use this route",
-    404: "Not found (also: another tenant's connection)",
+    404: "Not found (also: another tenant's connection or webhook)",
     409: "Conflict with what is stored",
     413: "Request body too large",
     422: "Invalid request, or a key that failed its check",
@@ -59,6 +59,13 @@ def openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
         tags=[
             {"name": "connections", "description": "Stored exchange connections of the calling tenant"},
+            {
+                "name": "webhooks",
+                "description": (
+                    "The calling tenant's webhook endpoints: signed events when a connection changes "
+                    "(docs/webhooks.md has the events and the signature scheme)"
+                ),
+            },
             {"name": "checks", "description": "Checks that store nothing, and the status contract"},
             {"name": "tenants", "description": "Tenants and their API tokens (admin token)"},
             {"name": "operations", "description": "Health, readiness and metrics"},

@@ -5,13 +5,38 @@ public endpoints) or per account (OKX's per-endpoint limits, Bybit's per-UID one
 resource pools). `PUBLISHED` lists the pools, `ENDPOINTS` what each request our adapters send
 costs in them (reference sections 1.8, 2.8, 3.8, 4.8 and the simulators' route tables).
 
-A `Budget` keeps moving windows (the `limits` library; in memory in local mode, in Redis in
-distributed mode so every worker draws on the same budget) at a target utilisation of each
-published limit (margin for other clients and clocks), each window lengthened by a latency
-slack (exchanges count fixed windows on arrival). `acquire` picks an egress IP whose
-pools have room (several IPs share the load) and waits when none has; it never hands out more
-than the budget. `penalize` records a 429's Retry-After or a ban in the same storage: no
-request goes to that exchange from that IP (or for that account) until it ends.
+A `Budget` paces each pool evenly (a GCRA, "virtual scheduling"): a pool of limit L per window
+W lets `units` = L x utilisation through per W + slack seconds, one unit every
+T = (W + slack) / units seconds, never in bursts. Each pool keeps the time its next request may
+go (its theoretical arrival time, TAT); a request of weight n waits until the TAT of every pool
+it is charged to has come and moves each on by n x T. Requests are handed their slot in the
+order they ask (a reservation, then a sleep until the slot): no polling, one storage round trip
+per request. The state lives in memory in local mode and in Redis in distributed mode (one Lua
+script reserves atomically on Redis's own clock, so every worker draws on the same pace; each
+worker estimates its offset from Redis's clock from the answers).
+
+Why even pacing: exchanges count fixed windows aligned to their own clock, on arrival. Take
+the requests that arrive within one such window: their slots lie within W + J seconds (J: how
+much later than another one request may reach the exchange after its slot: waking late,
+event-loop delays, network jitter), and the slots of all but the last are at least their
+weight x T apart, so the window holds fewer than units x (W + J) / (W + slack) + n units, n
+being the last request's weight. With J <= slack that is fewer than units + n <= L + 1: `units`
+is capped at L + 1 - h (h: the heaviest charge the tables make, `_HEAVIEST`) and no charge may
+weigh more than L + 1 - units. So no window ever holds more than L, whatever its phase against
+ours and from the first request on (a fresh pool lets one request through at once, then
+paces). With the default slack of 0 the utilisation margin absorbs J: up to
+(L + 1 - h) x T - W, about 0.24 s on Bybit's 600 per 5 s at 0.95 and 3 s on Binance's one-minute
+windows (`_Pace.late_s` gives half of it to waking late). A request that wakes later than that
+after its slot (a stalled process) does not go with the next slots' requests: where no one is
+queued behind it its slot moves to now, as if it had just asked; otherwise it lets its slots go
+and asks again. Over time the pace uses `utilisation` of the limit, evenly in every window.
+
+`acquire` picks the egress IP whose pools are free soonest (round robin among equals; several
+IPs share the load) and waits for the slot; it never hands out more than the pace, and gives up
+(`BudgetExhausted`, nothing reserved) when the slot is further away than the allowed wait.
+`penalize` records a 429's Retry-After or a ban in the same storage: no request goes to that
+exchange from that IP (or for that account) until it ends, including one already waiting for its
+slot.
 
 How a check uses it: the scheduler acquires the cost of the check's first round
 (`check_calls`, `cost_of`) and sends from the leased IP first (`CheckRequest.egress_ips`), through
@@ -20,9 +45,9 @@ round after a failure, a re-ask from another address) is charged as it goes out,
 that would wait too long is not sent at all (the adapter sees a connection error: a temporary
 issue, never a verdict on the key). After the check, `observe` each outcome to obey 429/418.
 
-All workers must share the pool table and utilisation (they are part of the storage keys) and
-keep their clocks in sync (moving windows are timestamped by the client), as exchanges demand
-anyway.
+Pauses are stored as unix times of the worker that recorded them, so workers keep their clocks in
+sync (as exchanges demand anyway); workers sharing a Redis prefix should share the pool table,
+utilisation and slack, or each paces by its own reading of them.
 """
 
 from __future__ import annotations
@@ -35,9 +60,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
 from yarl import URL
 
 from keysentry.exchanges.base import Cause, Probe, ProbeOutcome
@@ -169,7 +191,6 @@ DEFAULT_PAUSE_S: Mapping[str, tuple[float, float]] = {
     "kucoin": (30.0, 60.0),
 }
 _DEFAULT_IP = "default"  # the pools of the system's own source address, when none is configured
-_MIN_SLEEP_S = 0.01
 
 
 def check_calls(exchange: str, *, needs_futures: bool = False, deposit: bool = False) -> tuple[Call, ...]:
@@ -197,6 +218,26 @@ def match_call(exchange: str, method: str, path: str) -> Call | None:
     return max(found, key=lambda c: len(c[1])) if found else None
 
 
+def _heaviest() -> dict[tuple[str, str], int]:
+    """The heaviest charge each pool takes at once: one request, or a check's first round (sent together)."""
+    heaviest: dict[tuple[str, str], int] = {}
+    for exchange, table in ENDPOINTS.items():
+        costs = list(table.values())
+        if exchange in _FIRST_ROUND:
+            costs += [
+                cost_of(exchange, check_calls(exchange, needs_futures=futures, deposit=deposit))
+                for futures in (False, True)
+                for deposit in (False, True)
+            ]
+        for cost in costs:
+            for pool, weight in cost.items():
+                heaviest[(exchange, pool)] = max(weight, heaviest.get((exchange, pool), 1))
+    return heaviest
+
+
+_HEAVIEST: Mapping[tuple[str, str], int] = _heaviest()  # pools the tables do not charge: 1
+
+
 # -- storage -------------------------------------------------------------------------------------------
 
 
@@ -208,17 +249,106 @@ class BudgetExhausted(Exception):
 class Lease:
     egress_ip: str | None  # None: the system's default source address (none configured)
     waited_s: float
+    slot: float = 0.0  # when the pace let it go: unix seconds on the storage's clock (Redis's, shared)
 
 
-class _Pauses(Protocol):
+@dataclass(frozen=True, slots=True)
+class _Pace:
+    interval_s: float  # seconds of pace one unit of weight takes
+    heaviest: int  # the most weight one charge may carry
+    late_s: float  # how late after its slot a request may still go (module docstring)
+
+
+# The storage's clock may drift from ours by this much per reservation before an answer shows it.
+_OFFSET_DRIFT_S = 1e-4
+# Half of the delay a pool's margin absorbs goes to waking up late, the rest to the way there.
+_MIN_LATE_S = 0.005  # at utilisation 1 without slack there is no margin: still some for timers
+
+
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    key: str  # the pace's storage key
+    seconds: float  # of pace the charge takes: weight x interval
+    late_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    """One way to send a request: the pauses that hold it back and what it charges to which pace."""
+
+    egress_ip: str | None
+    pauses: tuple[str, ...]
+    charges: tuple[_Charge, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reservation:
+    index: int | None  # the option reserved; None: none is free within the allowed wait
+    wait_s: float  # from now until the slot (or until the earliest option would be free)
+    slot: float  # the slot, on the storage's clock
+    now: float  # the storage's clock when it reserved
+    ends: tuple[float, ...] = ()  # each charged pace's TAT as this reservation left it (storage units)
+
+
+class _Store(Protocol):
+    async def reserve(
+        self, options: Sequence[_Option], wall_now: float, max_wait_s: float
+    ) -> _Reservation: ...
+    async def catch_up(self, moves: Sequence[tuple[str, float, float]]) -> float | None: ...
+    async def paused(self, keys: Sequence[str], wall_now: float) -> float | None: ...
     async def extend(self, key: str, until: float, now: float) -> float: ...
     async def until(self, key: str) -> float | None: ...
     async def close(self) -> None: ...
 
 
-class _MemoryPauses:
-    def __init__(self) -> None:
+class _MemoryStore:
+    """One process's paces and pauses. Every method runs to completion without yielding: atomic."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._tat: dict[str, float] = {}
         self._until: dict[str, float] = {}
+        self._prune_at = 4096
+
+    async def reserve(self, options: Sequence[_Option], wall_now: float, max_wait_s: float) -> _Reservation:
+        now = self._clock()
+        best, best_ready = 0, math.inf
+        for i, option in enumerate(options):
+            ready = now
+            for key in option.pauses:
+                until = self._until.get(key)
+                if until is not None and until > wall_now:
+                    ready = max(ready, now + (until - wall_now))
+            for charge in option.charges:
+                ready = max(ready, self._tat.get(charge.key, ready))
+            if ready < best_ready:
+                best, best_ready = i, ready
+        if best_ready - now > max_wait_s:
+            return _Reservation(None, best_ready - now, best_ready, now)
+        ends = tuple(self._move(c.key, best_ready, c.seconds) for c in options[best].charges)
+        if len(self._tat) > self._prune_at:  # forget paces that have caught up with the clock
+            self._tat = {k: t for k, t in self._tat.items() if t > now}
+            self._prune_at = max(4096, 2 * len(self._tat))
+        return _Reservation(best, best_ready - now, best_ready, now, ends)
+
+    def _move(self, key: str, slot: float, seconds: float) -> float:
+        tat = slot + seconds
+        if tat - slot < seconds:  # rounded down: never let the next one go sooner
+            tat = math.nextafter(tat, math.inf)
+        self._tat[key] = tat
+        return tat
+
+    async def catch_up(self, moves: Sequence[tuple[str, float, float]]) -> float | None:
+        if any(self._tat.get(key, end) != end for key, end, _ in moves):
+            return None  # another request holds a later slot of one of these paces
+        now = self._clock()
+        for key, _, seconds in moves:
+            self._move(key, now, seconds)
+        return now
+
+    async def paused(self, keys: Sequence[str], wall_now: float) -> float | None:
+        found = [u for u in (self._until.get(k) for k in keys) if u is not None and u > wall_now]
+        return max(found, default=None)
 
     async def extend(self, key: str, until: float, now: float) -> float:
         self._until[key] = max(until, self._until.get(key, 0.0))
@@ -228,8 +358,72 @@ class _MemoryPauses:
         return self._until.get(key)
 
     async def close(self) -> None:
+        self._tat.clear()
         self._until.clear()
 
+
+# Reserve the earliest of several options atomically, on Redis's clock (microseconds).
+# KEYS: each option's pause keys, then its pace keys. ARGV: the caller's unix time (pauses are
+# stored in it), the longest wait in us, the number of options, then per option the number of
+# pauses, the number of charges and each charge's pace in us. Returns {option (1-based; 0: none
+# within the wait), wait in us, slot in us, Redis's time in us, then each charged pace's new TAT
+# in us}. A pace key
+# holds its TAT and expires a second after it has passed.
+_RESERVE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local wall = tonumber(ARGV[1])
+local max_wait = tonumber(ARGV[2])
+local best, best_ready, best_k, best_a = 0, 0, 0, 0
+local k, a = 1, 4
+for i = 1, tonumber(ARGV[3]) do
+  local np, nc = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local ready = now
+  for j = 0, np - 1 do
+    local delay = (tonumber(redis.call('get', KEYS[k + j]) or '0') - wall) * 1000000
+    if now + delay > ready then ready = now + delay end
+  end
+  for j = 0, nc - 1 do
+    local tat = tonumber(redis.call('get', KEYS[k + np + j]) or '0')
+    if tat > ready then ready = tat end
+  end
+  if best == 0 or ready < best_ready then
+    best, best_ready, best_k, best_a = i, ready, k, a
+  end
+  k = k + np + nc
+  a = a + 2 + nc
+end
+best_ready = math.ceil(best_ready)
+local wait = best_ready - now
+if wait > max_wait then return {0, wait, best_ready, now} end  -- integers: exact up to 2^53 us
+local np, nc = tonumber(ARGV[best_a]), tonumber(ARGV[best_a + 1])
+local result = {best, wait, best_ready, now}
+for j = 0, nc - 1 do
+  local tat = math.ceil(best_ready + tonumber(ARGV[best_a + 2 + j]))
+  local keep = math.ceil((tat - now) / 1000) + 1000
+  redis.call('set', KEYS[best_k + np + j], string.format('%.0f', tat), 'PX', string.format('%.0f', keep))
+  result[5 + j] = tat
+end
+return result
+"""
+
+# Move a late request's slot to now in paces where it is still the last (KEYS), if it is in all:
+# ARGV: per key the TAT its reservation left and its pace in us. Returns the new slot in us, or 0.
+_CATCH_UP = """
+for i = 1, #KEYS do
+  local tat = redis.call('get', KEYS[i])
+  if tat and tonumber(tat) ~= tonumber(ARGV[2 * i - 1]) then return 0 end
+end
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i = 1, #KEYS do
+  local tat = math.ceil(now + tonumber(ARGV[2 * i]))
+  local keep = math.ceil((tat - now) / 1000) + 1000
+  redis.call('set', KEYS[i], string.format('%.0f', tat), 'PX', string.format('%.0f', keep))
+end
+return now
+"""
 
 # Keep the later of two pauses: a short 429 must not shorten a ban another worker recorded.
 _EXTEND = """
@@ -243,13 +437,46 @@ return tostring(current)
 """
 
 
-class _RedisPauses:
-    def __init__(self, pool: Any) -> None:
+class _RedisStore:
+    """Paces and pauses in Redis, shared by every Budget on the same Redis and key prefix."""
+
+    def __init__(self, url: str) -> None:
         import redis.asyncio  # only distributed mode needs it
 
-        self._pool = pool
-        self._client: Any = redis.asyncio.Redis(connection_pool=pool)
+        # Hundreds of checks may ask at once: they queue for a connection rather than fail.
+        self._pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=32, timeout=30)
+        self._client: Any = redis.asyncio.Redis(connection_pool=self._pool)
+        self._reserve = self._client.register_script(_RESERVE)
+        self._catch_up = self._client.register_script(_CATCH_UP)
         self._extend = self._client.register_script(_EXTEND)
+
+    async def reserve(self, options: Sequence[_Option], wall_now: float, max_wait_s: float) -> _Reservation:
+        keys: list[str] = []
+        args: list[str | int] = [repr(wall_now), math.floor(min(max_wait_s, 1e9) * 1e6), len(options)]
+        for option in options:
+            keys += option.pauses
+            keys += (charge.key for charge in option.charges)
+            args += [len(option.pauses), len(option.charges)]
+            args += (repr(charge.seconds * 1e6) for charge in option.charges)
+        index, wait_us, slot_us, now_us, *ends = await self._reserve(keys=keys, args=args)
+        return _Reservation(
+            int(index) - 1 if index else None,
+            int(wait_us) / 1e6,
+            int(slot_us) / 1e6,
+            int(now_us) / 1e6,
+            tuple(float(end) for end in ends),  # whole microseconds: exact as floats
+        )
+
+    async def catch_up(self, moves: Sequence[tuple[str, float, float]]) -> float | None:
+        args: list[str] = []
+        for _, end, seconds in moves:
+            args += [f"{end:.0f}", repr(seconds * 1e6)]
+        now_us = int(await self._catch_up(keys=[key for key, _, _ in moves], args=args))
+        return now_us / 1e6 if now_us else None
+
+    async def paused(self, keys: Sequence[str], wall_now: float) -> float | None:
+        found = [float(v) for v in await self._client.mget(list(keys)) if v is not None]
+        return max((u for u in found if u > wall_now), default=None)
 
     async def extend(self, key: str, until: float, now: float) -> float:
         keep_ms = max(1, math.ceil((until - now) * 1000) + 1000)  # garbage-collected a second after
@@ -261,28 +488,27 @@ class _RedisPauses:
 
     async def close(self) -> None:
         await self._client.aclose()
-        await self._pool.aclose()  # the windows' connections too: the pool is shared
+        await self._pool.aclose()
 
 
 # -- the budget ----------------------------------------------------------------------------------------
 
 
 class Budget:
-    """Shared rate budgets per (exchange, egress IP) and (exchange, account).
+    """Shared rate budgets per (exchange, egress IP) and (exchange, account), paced evenly.
 
-    Create it in the event loop that uses it (its locks and Redis connections belong to one
-    loop) and `close()` it there.
+    Create it in the event loop that uses it (its Redis connections belong to one loop) and
+    `close()` it there.
     """
 
     def __init__(
         self,
-        storage: Storage,
-        pauses: _Pauses,
+        store: _Store,
         *,
         egress_ips: Sequence[str] = (),
         pools: Mapping[str, Mapping[str, Pool]] = PUBLISHED,
         utilisation: float = 0.95,
-        latency_slack_s: int = 1,
+        latency_slack_s: float = 0.0,
         max_wait_s: float = 300.0,
         key_prefix: str = "keysentry",
         clock: Callable[[], float] = time.time,
@@ -290,48 +516,36 @@ class Budget:
     ) -> None:
         if not 0 < utilisation <= 1:
             raise ValueError(f"utilisation must be in (0, 1], not {utilisation}")
-        if isinstance(latency_slack_s, bool) or not isinstance(latency_slack_s, int) or latency_slack_s < 0:
-            raise ValueError(
-                f"latency_slack_s must be a whole number of seconds >= 0, not {latency_slack_s!r}"
-            )
+        if (
+            isinstance(latency_slack_s, bool)
+            or not isinstance(latency_slack_s, int | float)
+            or not 0 <= latency_slack_s < math.inf
+        ):
+            raise ValueError(f"latency_slack_s must be a number of seconds >= 0, not {latency_slack_s!r}")
         if isinstance(egress_ips, str):
             raise TypeError("egress_ips must be a sequence of addresses, not one string")
-        self._storage = storage
-        self._limiter = MovingWindowRateLimiter(storage)
-        self._pauses = pauses
+        self._store = store
         self.egress_ips: tuple[str | None, ...] = tuple(egress_ips) or (None,)
         self.pools = pools
         self.utilisation = utilisation
-        self.latency_slack_s = latency_slack_s
+        self.latency_slack_s = float(latency_slack_s)
         self.max_wait_s = max_wait_s
         self._prefix = key_prefix
         self._clock = clock
         self._sleep = sleep
-        self._items: dict[tuple[str, str], RateLimitItem] = {}
+        self._paces: dict[tuple[str, str], _Pace] = {}
         self._next: dict[str, int] = {}  # round robin start per exchange
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._offset = math.inf  # this clock minus the storage's, as estimated (`_acquire`)
 
     @classmethod
     def memory(cls, **options: Any) -> Budget:
         """Local mode: budgets of this process only."""
-        return cls(MemoryStorage(), _MemoryPauses(), **options)
+        return cls(_MemoryStore(options.get("clock", time.time)), **options)
 
     @classmethod
     def redis(cls, url: str, *, key_prefix: str = "keysentry", **options: Any) -> Budget:
         """Distributed mode: every Budget on the same Redis and prefix shares the budgets."""
-        import redis.asyncio
-        from limits.aio.storage import RedisStorage
-
-        plain = url.removeprefix("async+")
-        # One pool for the windows and the pauses, ours to close (limits' storage has no close).
-        pool = redis.asyncio.ConnectionPool.from_url(plain)
-        storage = RedisStorage(
-            f"async+{plain}",
-            implementation="redispy",
-            key_prefix=f"{key_prefix}:limits",
-            connection_pool=pool,  # type: ignore[arg-type]  # limits passes it on to redis-py
-        )
-        return cls(storage, _RedisPauses(pool), key_prefix=key_prefix, **options)
+        return cls(_RedisStore(url.removeprefix("async+")), key_prefix=key_prefix, **options)
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> Budget:
@@ -342,14 +556,32 @@ class Budget:
         return cls.memory(**options)
 
     async def close(self) -> None:
-        await self._pauses.close()
+        await self._store.close()
+
+    def pace(self, exchange: str, pool_name: str) -> float:
+        """Weight per second this budget lets through the pool (per IP or per account)."""
+        return 1 / self._pace(exchange, pool_name).interval_s
+
+    def _pace(self, exchange: str, pool_name: str) -> _Pace:
+        found = self._paces.get((exchange, pool_name))
+        if found is None:
+            pool = self.pools[exchange][pool_name]
+            heaviest = _HEAVIEST.get((exchange, pool_name), 1)
+            # Fewer than units * (W + J) / (W + slack) + n arrive in a window (module docstring):
+            # at most `limit` when n <= limit + 1 - units, and J stays within the delay allowed.
+            units = min(pool.limit * self.utilisation, max(1, pool.limit + 1 - heaviest))
+            interval = (pool.window_s + self.latency_slack_s) / units
+            delay = max(0.0, (pool.limit + 1 - heaviest) * interval - pool.window_s)
+            found = _Pace(interval, math.floor(pool.limit + 1 - units), max(delay / 2, _MIN_LATE_S))
+            self._paces[(exchange, pool_name)] = found
+        return found
 
     # -- acquiring -------------------------------------------------------------------------------------
 
     async def acquire(
         self, exchange: str, cost: Cost, *, account: str | None = None, max_wait_s: float | None = None
     ) -> Lease:
-        """Charge `cost` to the first egress IP with room (round robin), waiting while none has."""
+        """Charge `cost` to the egress IP free soonest (round robin among equals) and wait for its slot."""
         return await self._acquire(exchange, cost, self.egress_ips, account, max_wait_s)
 
     async def acquire_at(
@@ -373,33 +605,66 @@ class Budget:
         max_wait_s: float | None,
     ) -> Lease:
         charges = self._charges(exchange, cost)
-        by_ip = [(name, w) for name, w in charges if self.pools[exchange][name].scope == "ip"]
-        by_account = [(name, w) for name, w in charges if self.pools[exchange][name].scope == "account"]
-        if account is None:
-            by_account = []  # not known yet (a first check): the account's pools cannot be keyed
+        pools = self.pools[exchange]
+
+        def charge(name: str, weight: int, subject: str) -> _Charge:
+            pace = self._pace(exchange, name)
+            return _Charge(self._pace_key(exchange, name, subject), weight * pace.interval_s, pace.late_s)
+
+        by_ip = [(name, w) for name, w in charges if pools[name].scope == "ip"]
+        held: tuple[str, ...] = ()
+        shared: tuple[_Charge, ...] = ()
+        if account is not None:  # unknown yet (a first check): the account's pools cannot be keyed
+            held = (self._pause_key(exchange, "account", account),)
+            shared = tuple(charge(n, w, account) for n, w in charges if pools[n].scope == "account")
+        options = [
+            _Option(
+                ip,
+                (self._ip_pause_key(exchange, ip), *held),
+                (*(charge(n, w, _ip_key(ip)) for n, w in by_ip), *shared),
+            )
+            for ip in self._rotation(exchange, ips)
+        ]
         started = self._clock()
         deadline = started + (self.max_wait_s if max_wait_s is None else max_wait_s)
-        lock = self._locks.setdefault(exchange, asyncio.Lock())
         while True:
-            async with lock:  # within one process, test-then-hit never races itself
-                now = self._clock()
-                account_ready = await self._ready_at(exchange, "account", account, by_account, now)
-                earliest = math.inf
-                for ip in self._rotation(exchange, ips):
-                    ready = max(account_ready, await self._ready_at(exchange, "ip", _ip_key(ip), by_ip, now))
-                    if ready <= now:
-                        if await self._hit(exchange, ip, account, by_ip, by_account):
-                            self._advance(exchange, ips, ip)
-                            return Lease(ip, max(0.0, self._clock() - started))
-                        ready = now + _MIN_SLEEP_S  # another worker took the room in between
-                    earliest = min(earliest, ready)
-            if earliest > deadline:
+            now = self._clock()
+            got = await self._store.reserve(options, now, max(0.0, deadline - now))
+            if got.index is None:
                 where = ", ".join(_ip_key(ip) for ip in ips)
                 raise BudgetExhausted(
                     f"{exchange}: no rate budget from {where} within {deadline - started:g} s "
-                    f"(next room in {earliest - now:.1f} s)"
+                    f"(next room in {got.wait_s:.1f} s)"
                 )
-            await self._sleep(max(earliest - now, _MIN_SLEEP_S))
+            chosen = options[got.index]
+            self._advance(exchange, ips, chosen.egress_ip)
+            # The slot on this process's clock. The offset from the storage's clock (Redis's) is
+            # estimated by the smallest recent gap between an answer's arrival here and the time
+            # it carries: not below the true offset (drift aside), close to it once one answer is quick.
+            answered = self._clock()
+            self._offset = min(answered - got.now, self._offset + _OFFSET_DRIFT_S)
+            due = got.slot + self._offset
+            if due > answered:
+                await self._sleep(due - answered)
+            woke = self._clock()
+            # Woken too late for its slot (a stalled process, a slow answer): going now is safe
+            # only where no one queued behind it, its slot moving to now there; elsewhere it
+            # would crowd the next slots, so it lets its slots go and asks again.
+            stale = [
+                (c.key, end, c.seconds)
+                for c, end in zip(chosen.charges, got.ends, strict=True)
+                if woke - due > c.late_s
+            ]
+            slot = got.slot
+            if stale:
+                moved = await self._store.catch_up(stale)
+                if moved is None:
+                    continue
+                slot = moved
+            # A 429 or a ban recorded while this request waited for its slot holds it back too.
+            if due > answered and await self._store.paused(chosen.pauses, woke) is not None:
+                continue
+            return Lease(chosen.egress_ip, max(0.0, woke - started), slot)
 
     def _charges(self, exchange: str, cost: Cost) -> list[tuple[str, int]]:
         pools = self.pools.get(exchange)
@@ -413,66 +678,19 @@ class Budget:
                 raise ValueError(
                     f"weight for {exchange} pool {name!r} must be a whole number, not {weight!r}"
                 )
-            if weight > self._item(exchange, name).amount:
-                raise ValueError(f"weight {weight} exceeds the whole budget of {exchange} pool {name!r}")
+            heaviest = self._pace(exchange, name).heaviest
+            if weight > heaviest:
+                raise ValueError(
+                    f"weight {weight} exceeds what {exchange} pool {name!r} can take at once at "
+                    f"utilisation {self.utilisation:g} ({heaviest})"
+                )
             if weight:
                 charges.append((name, weight))
         return charges
 
-    def _item(self, exchange: str, pool_name: str) -> RateLimitItem:
-        item = self._items.get((exchange, pool_name))
-        if item is None:
-            pool = self.pools[exchange][pool_name]
-            allowed = pool.limit * self.utilisation
-            # Exchanges count in fixed windows when requests arrive: a batch sent just before a
-            # window ends may land in the next one, next to the batch sent a window later. The
-            # slack keeps any window plus the network delay within the limit.
-            if allowed >= 1:
-                item = RateLimitItemPerSecond(math.floor(allowed), pool.window_s + self.latency_slack_s)
-            else:  # a one-request pool: keep the rate by stretching the window instead
-                stretched = math.ceil(pool.window_s / allowed)
-                item = RateLimitItemPerSecond(1, stretched + self.latency_slack_s)
-            self._items[(exchange, pool_name)] = item
-        return item
-
-    def _ids(self, exchange: str, pool_name: str, subject: str) -> tuple[str, ...]:
+    def _pace_key(self, exchange: str, pool_name: str, subject: str) -> str:
         scope = self.pools[exchange][pool_name].scope
-        return (self._prefix, exchange, pool_name, scope, subject)
-
-    async def _ready_at(
-        self, exchange: str, scope: Scope, subject: str | None, charges: list[tuple[str, int]], now: float
-    ) -> float:
-        """When these pools and pauses would let the charges through (<= now: already)."""
-        if subject is None:
-            return now
-        ready = now
-        paused = await self._pauses.until(self._pause_key(exchange, scope, subject))
-        if paused is not None and paused > now:
-            ready = paused
-        for name, weight in charges:
-            item, ids = self._item(exchange, name), self._ids(exchange, name, subject)
-            if not await self._limiter.test(item, *ids, cost=weight):
-                stats = await self._limiter.get_window_stats(item, *ids)
-                ready = max(ready, stats.reset_time)
-        return ready
-
-    async def _hit(
-        self,
-        exchange: str,
-        ip: str | None,
-        account: str | None,
-        by_ip: list[tuple[str, int]],
-        by_account: list[tuple[str, int]],
-    ) -> bool:
-        # A failed hit after successful ones leaves those charged: wasting budget is safe,
-        # sending beyond it is not.
-        charges = [(name, weight, str(account)) for name, weight in by_account]
-        charges += [(name, weight, _ip_key(ip)) for name, weight in by_ip]
-        for name, weight, subject in charges:
-            item, ids = self._item(exchange, name), self._ids(exchange, name, subject)
-            if not await self._limiter.hit(item, *ids, cost=weight):
-                return False
-        return True
+        return f"{self._prefix}:pace:{exchange}:{pool_name}:{scope}:{subject}"
 
     def _rotation(self, exchange: str, ips: tuple[str | None, ...]) -> list[str | None]:
         start = self._next.get(exchange, 0) % len(ips)
@@ -508,7 +726,7 @@ class Budget:
             if account
             else self._ip_pause_key(exchange, egress_ip)
         )
-        return await self._pauses.extend(key, now + wait, now)
+        return await self._store.extend(key, now + wait, now)
 
     async def paused_until(
         self, exchange: str, egress_ip: str | None, *, account: str | None = None
@@ -518,7 +736,7 @@ class Budget:
             if account
             else self._ip_pause_key(exchange, egress_ip)
         )
-        until = await self._pauses.until(key)
+        until = await self._store.until(key)
         return until if until is not None and until > self._clock() else None
 
     async def observe(

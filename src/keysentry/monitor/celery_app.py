@@ -15,6 +15,15 @@ worker process dies, so a batch whose worker was killed is delivered again (by t
 visibility timeout when the whole worker died); the lease end travels with the batch and a
 result is recorded only while the row still holds that lease, so the re-run skips every
 connection the first run already recorded.
+
+Metrics (`keysentry worker --metrics-port`, KEYSENTRY_MONITOR_METRICS_PORT): the prefork pool
+checks batches in child processes, so the worker uses prometheus_client's multiprocess mode.
+Before the pool forks, the main process points PROMETHEUS_MULTIPROC_DIR at a directory of its
+own (a fresh temporary one, or the operator's, emptied) and serves /metrics from there with a
+MultiProcessCollector: every pool process writes its counters to its own file, and a scrape
+sums the files, those of pool processes that have since exited included (mark_process_dead
+runs on worker_process_shutdown). The beat only sends the enqueue task; the worker that runs
+it measures the due backlog, so the beat serves no metrics.
 """
 
 from __future__ import annotations
@@ -22,19 +31,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from celery import Celery, signals  # type: ignore[import-untyped]  # no stubs published
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from keysentry.monitor.scheduler import Monitor
     from keysentry.monitor.service import MonitorConfig
     from keysentry.settings import Settings
 
-__all__ = ["app", "celery_config", "check_batch", "deliver", "enqueue_due"]
+__all__ = ["MetricsConfig", "app", "celery_config", "check_batch", "deliver", "enqueue_due", "metrics_config"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,10 +59,33 @@ T = TypeVar("T")
 ENQUEUE_DUE = "keysentry.monitor.enqueue_due"
 CHECK_BATCH = "keysentry.monitor.check_batch"
 DELIVER = "keysentry.monitor.deliver"
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode
+BACKLOG_CAP = 100_000  # due connections counted at most, so the count stays one short index scan
 
 
 class DistributedModeError(RuntimeError):
     """Distributed mode cannot start; the message says what to set."""
+
+
+class MetricsConfig(BaseSettings):
+    """Where a worker serves Prometheus metrics (`KEYSENTRY_MONITOR_METRICS_*`, or
+    `keysentry worker --metrics-port/--metrics-host`); no port: no metrics."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEYSENTRY_MONITOR_METRICS_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
+
+    port: int | None = Field(None, ge=0, le=65535)  # 0: a free port, logged on start
+    host: str = "127.0.0.1"
+
+
+def metrics_config() -> MetricsConfig:
+    """The worker's metrics settings; ValueError naming the variable when one is wrong."""
+    try:
+        return MetricsConfig()
+    except ValidationError as e:
+        names = sorted({f"KEYSENTRY_MONITOR_METRICS_{err['loc'][0]}".upper() for err in e.errors()})
+        raise ValueError(f"invalid setting {', '.join(names)}: expected a port number, 0 to 65535") from None
 
 
 def celery_config(settings: Settings, config: MonitorConfig) -> dict[str, Any]:
@@ -164,7 +204,111 @@ def _preload(**_: Any) -> None:
         importlib.import_module(name)
 
 
+class _WorkerMetrics:
+    """prometheus_client's multiprocess mode for a worker: the main process serves what every pool
+    process writes under PROMETHEUS_MULTIPROC_DIR (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.server: WSGIServer | None = None
+        self.owned: Path | None = None  # a temporary directory this worker made, removed on shutdown
+        self.url = ""
+        self.enabled = False  # serving: pool processes (forked from here) write to the directory
+
+    def start(self, **_: Any) -> None:
+        """worker_init, in the main process before the pool forks (and before `_preload` imports
+        prometheus_client, which picks its value class from the environment when first imported)."""
+        try:
+            config = metrics_config()
+        except ValueError as e:
+            _exit(str(e))
+        if config.port is None:
+            return
+        path = self._directory()
+        from prometheus_client import start_http_server, values
+
+        # In case something imported prometheus_client before the variable was set.
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        from keysentry.monitor.metrics import multiprocess_registry
+
+        try:
+            self.server, _thread = start_http_server(
+                config.port, addr=config.host, registry=multiprocess_registry(path)
+            )
+        except OSError as e:
+            self.stop()
+            _exit(f"cannot serve metrics on {config.host} port {config.port}: {e.strerror or e}")
+        self.pid, self.enabled = os.getpid(), True
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        self.url = f"http://{host}:{self.server.server_port}/metrics"
+
+    def ready(self, **_: Any) -> None:
+        """worker_ready: say where the metrics are (logging is set up by now)."""
+        if self.server is not None:
+            log.info(
+                "metrics of this worker and its pool processes on %s (files in %s)",
+                self.url,
+                os.environ.get(MULTIPROC_DIR),
+            )
+
+    def child_started(self, **_: Any) -> None:
+        """worker_process_init: a forked pool process closes its copy of the listening socket."""
+        if self.server is not None and self.pid != os.getpid():
+            self.server.server_close()
+            self.server = None
+            self.owned = None  # the main process removes it
+
+    def child_exited(self, pid: int | None = None, **_: Any) -> None:
+        """worker_process_shutdown: the live gauges of the exiting pool process stop counting."""
+        if self.enabled:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+
+    def stop(self, **_: Any) -> None:
+        """worker_shutdown: stop serving and remove the temporary directory."""
+        if self.pid != os.getpid():
+            return
+        self.enabled = False
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self.owned is not None:
+            shutil.rmtree(self.owned, ignore_errors=True)
+            self.owned = None
+
+    def _directory(self) -> Path:
+        given = os.environ.get(MULTIPROC_DIR)
+        if not given:
+            self.owned = Path(tempfile.mkdtemp(prefix="keysentry-metrics-"))
+            os.environ[MULTIPROC_DIR] = str(self.owned)
+            return self.owned
+        # The operator's directory (a tmpfs, say): one per worker, emptied as prometheus_client
+        # requires, or the counts of an earlier run would be added to this one's.
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return path
+
+
+def _exit(message: str) -> NoReturn:
+    """Stop the worker's start with one sentence (logging is not set up yet)."""
+    sys.stderr.write(f"keysentry: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(3)
+
+
+_metrics = _WorkerMetrics()
+
+# Metrics first: `_preload` imports prometheus_client, which must see PROMETHEUS_MULTIPROC_DIR.
+signals.worker_init.connect(_metrics.start)
 signals.worker_init.connect(_preload)
+signals.worker_ready.connect(_metrics.ready)
+signals.worker_process_init.connect(_metrics.child_started)
+signals.worker_process_shutdown.connect(_metrics.child_exited)
+signals.worker_shutdown.connect(_metrics.stop)
 
 
 signals.worker_process_shutdown.connect(_close)
@@ -198,7 +342,28 @@ async def _enqueue(monitor: Monitor) -> dict[str, int]:
             break
         deliver.apply_async(([int(i) for i in claim.ids], claim.lease_until.isoformat()), queue=config.queue)
         deliveries += 1
+    await record_backlog(monitor)
     return {"batches": batches, "deliveries": deliveries}
+
+
+async def record_backlog(monitor: Monitor) -> None:
+    """Set the backlog gauges: due connections this round left unclaimed (at most BACKLOG_CAP
+    counted) and how long the oldest of them has been due."""
+    from sqlalchemy import func, select
+
+    from keysentry.store.models import Connection
+
+    now = monitor.rt.clock()
+    due = (Connection.removed_at.is_(None), Connection.next_check_at <= now)
+    counted = select(Connection.next_check_at).where(*due).limit(BACKLOG_CAP).subquery()
+    try:
+        async with monitor.rt.db.session() as s:
+            waiting = (await s.execute(select(func.count()).select_from(counted))).scalar_one()
+            oldest = (await s.execute(select(func.min(Connection.next_check_at)).where(*due))).scalar_one()
+    except Exception as e:  # a metric must never fail the enqueue task (its batches are sent already)
+        log.warning("the due backlog could not be measured (%s)", type(e).__name__)
+        return
+    monitor.rt.metrics.record_backlog(int(waiting), (now - oldest).total_seconds() if oldest else 0.0)
 
 
 def _backlog(queue: str) -> int:

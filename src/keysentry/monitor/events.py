@@ -12,22 +12,45 @@ of the key, and an exchange outage would otherwise send every tenant a pair of e
 | webhook.test | sent on request, to try an endpoint |
 
 Payloads carry statuses, codes and dates, never a secret, a key or a finding's free text.
+
+Events come from every check that is recorded, whoever made it: the monitor's re-checks
+(keysentry.monitor.scheduler) and the lifecycle's add, refresh and key update
+(keysentry.connections). Each compares the state it is about to replace with the state it
+records (`connection_state` of the stored row, then `merge`), and `record_transitions` writes
+the events, with their pending deliveries, in the transaction that records the check. A
+transition is therefore sent once, by whichever check recorded it; the next check compares
+against a state that already includes it. A connection's first definitive status is a change
+from `unchecked`, whether the add, a refresh or the monitor saw it first.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keysentry.domain import Severity, Status, severity_of
 from keysentry.monitor.policy import ConnectionState
+from keysentry.store.records import findings_from_json
 
-__all__ = ["DEFAULT_EXPIRING_DAYS", "Event", "EventType", "detect_events", "ping_event"]
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from keysentry.store.models import Connection
+
+__all__ = [
+    "DEFAULT_EXPIRING_DAYS",
+    "Event",
+    "EventType",
+    "connection_state",
+    "detect_events",
+    "ping_event",
+    "record_transitions",
+]
 
 DEFAULT_EXPIRING_DAYS: tuple[int, ...] = (14, 7, 3, 1)
 _DAY = timedelta(days=1)
@@ -95,6 +118,53 @@ def detect_events(
     if threshold is not None:
         events.append(_event(EventType.EXPIRING, after, created, {**data, "threshold_days": threshold}))
     return events
+
+
+def connection_state(
+    row: Connection, *, temporary_failures: int = 0, error_streak: int = 0
+) -> ConnectionState:
+    """The state stored in a connection row (the columns the policy and the events read); the
+    backoff streaks live in another table (connection_monitor) and are passed in."""
+    return ConnectionState(
+        connection_id=row.id,
+        tenant_id=row.tenant_id,
+        exchange=row.exchange,
+        status=Status(row.status),
+        last_known_status=Status(row.last_known_status),
+        findings=findings_from_json(row.findings),
+        temporary_findings=findings_from_json(row.temporary_findings),
+        expires_at=row.expires_at,
+        last_checked_at=row.last_checked_at,
+        last_definitive_at=row.last_definitive_at,
+        temporary_since=row.temporary_since,
+        temporary_failures=temporary_failures,
+        error_streak=error_streak,
+    )
+
+
+async def record_transitions(
+    session: AsyncSession,
+    transitions: Iterable[tuple[ConnectionState, ConnectionState]],
+    *,
+    now: datetime,
+    expiring_days: Sequence[int] = DEFAULT_EXPIRING_DAYS,
+) -> int:
+    """Write the events of each (stored state before, state recorded now) pair, and a pending
+    delivery per matching webhook, inside the caller's transaction: the one that records the
+    checks, so an event is neither lost nor sent for a check that was not recorded. Callers
+    pass only checks they recorded, each with `before` the very state the recording replaced
+    (read under a row lock in that transaction, or kept unchanged by the monitor's claim lease).
+    Returns how many deliveries were queued."""
+    events = [
+        event
+        for before, after in transitions
+        for event in detect_events(before, after, expiring_days=expiring_days, now=now)
+    ]
+    if not events:
+        return 0
+    from keysentry.monitor.delivery import add_events  # webhooks and aiohttp: only when needed
+
+    return await add_events(session, events, now=now)
 
 
 def ping_event(tenant_id: str, *, now: datetime) -> Event:

@@ -3,13 +3,20 @@
 Label values come from closed sets only (known exchanges, contract statuses, event types):
 anything else is counted as "other", so neither a secret nor a tenant's free text can ever
 reach a label, and a label cannot grow without bound.
+
+A Celery worker's pool processes run prometheus_client in multiprocess mode (celery_app.py):
+each process writes its values to files under PROMETHEUS_MULTIPROC_DIR, and the worker's
+/metrics serves `multiprocess_registry(dir)`, which sums them. The same MonitorMetrics code
+records in both modes; gauges say how to combine processes (`mostrecent`: the latest value).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from keysentry.domain import Status
 from keysentry.monitor.events import EventType
@@ -32,6 +39,8 @@ class MonitorMetrics:
     def __init__(self, *, exchanges: tuple[str, ...] = EXCHANGES, namespace: str = "keysentry") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._exchanges = frozenset(exchanges)
+        self._namespace = namespace
+        self._backlog: tuple[Gauge, Gauge] | None = None  # made by the first record_backlog
         r, ns = self.registry, namespace
         self.checks = Counter(
             "checks",
@@ -85,6 +94,26 @@ class MonitorMetrics:
     def record_due_lag(self, lag_s: float) -> None:
         self.due_lag.observe(max(0.0, lag_s))
 
+    def record_backlog(self, due: int, oldest_s: float) -> None:
+        """Due connections not yet claimed, and how long the oldest has been due (distributed mode:
+        measured by the enqueue task). Registered on first use, so a process that never measures
+        the backlog does not show a misleading zero."""
+        if self._backlog is None:
+            r, ns = self.registry, self._namespace
+            self._backlog = (
+                Gauge(
+                    "due_unclaimed", "Due connections the last enqueue round left unclaimed (counted up to a cap)",
+                    namespace=ns, registry=r, multiprocess_mode="mostrecent",
+                ),
+                Gauge(
+                    "due_oldest_seconds", "How long the oldest unclaimed due connection has been due",
+                    namespace=ns, registry=r, multiprocess_mode="mostrecent",
+                ),
+            )  # fmt: skip
+        unclaimed, oldest = self._backlog
+        unclaimed.set(max(0, due))
+        oldest.set(max(0.0, oldest_s))
+
     def record_delivery(self, event_type: EventType | str, *, delivered: bool) -> None:
         value = event_type.value if isinstance(event_type, EventType) else event_type
         counter = self.events_delivered if delivered else self.events_failed
@@ -96,3 +125,11 @@ class MonitorMetrics:
 
     def _exchange(self, exchange: str) -> str:
         return exchange if exchange in self._exchanges else OTHER
+
+
+def multiprocess_registry(path: Path | str) -> CollectorRegistry:
+    """A registry summing what every process wrote under `path` (prometheus_client's multiprocess
+    mode): counters and histograms added up, those of exited processes included."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
+    return registry

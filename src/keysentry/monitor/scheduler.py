@@ -18,7 +18,8 @@ charged as it goes out), and a 429 or ban in the answer pauses that exchange and
 account) for everyone sharing the budget. The result is recorded by the store's one rule
 (`check_values`: a temporary issue never changes the known state), the next check is planned by
 the re-check policy, and the events of the change are written with the check, in one
-transaction, for delivery.
+transaction, for delivery (keysentry.monitor.events.record_transitions, which the lifecycle's
+add, refresh and key update use too: a transition is sent once, by whichever check recorded it).
 """
 
 from __future__ import annotations
@@ -36,13 +37,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from keysentry.domain import Diagnosis, Finding, Status
-from keysentry.monitor.events import Event, detect_events
+from keysentry.domain import Diagnosis, Finding
+from keysentry.monitor.events import connection_state, record_transitions
 from keysentry.monitor.policy import ConnectionState, merge, schedule
 from keysentry.store import audit, history
 from keysentry.store import connections as repo
 from keysentry.store import monitoring as store
-from keysentry.store.records import findings_from_json
 
 if TYPE_CHECKING:
     from keysentry.monitor.service import MonitorConfig, MonitorRuntime
@@ -74,21 +74,8 @@ class BatchReport:
 
 def state_of(row: store.BatchItem) -> ConnectionState:
     """The monitor's view of a stored connection (the columns the policy and events read)."""
-    c = row.connection
-    return ConnectionState(
-        connection_id=c.id,
-        tenant_id=c.tenant_id,
-        exchange=c.exchange,
-        status=Status(c.status),
-        last_known_status=Status(c.last_known_status),
-        findings=findings_from_json(c.findings),
-        temporary_findings=findings_from_json(c.temporary_findings),
-        expires_at=c.expires_at,
-        last_checked_at=c.last_checked_at,
-        last_definitive_at=c.last_definitive_at,
-        temporary_since=c.temporary_since,
-        temporary_failures=row.temporary_failures,
-        error_streak=row.error_streak,
+    return connection_state(
+        row.connection, temporary_failures=row.temporary_failures, error_streak=row.error_streak
     )
 
 
@@ -297,7 +284,6 @@ class Monitor:
         report: BatchReport,
     ) -> None:
         from keysentry.connections import with_already_connected
-        from keysentry.monitor.delivery import add_events
 
         now = self.rt.clock()
         counts = BatchReport()
@@ -336,11 +322,12 @@ class Monitor:
             recorded = await store.record_checks(s, checks, lease_until=lease_until, now=now)
             counts.checked = len(recorded)
             counts.stale = len(checks) - len(recorded)
-            events: list[Event] = []
-            for cid in recorded:
-                before, after = states[cid]
-                events += detect_events(before, after, expiring_days=self.rt.policy.expiring_days, now=now)
-            counts.events = await add_events(s, events, now=now)
+            counts.events = await record_transitions(
+                s,
+                (states[cid] for cid in sorted(recorded)),
+                now=now,
+                expiring_days=self.rt.policy.expiring_days,
+            )
         report.checked += counts.checked
         report.skipped += counts.skipped
         report.stale += counts.stale

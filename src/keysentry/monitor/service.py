@@ -56,9 +56,11 @@ class MonitorConfig(BaseSettings):
     budget_wait_s: float = Field(60.0, ge=0)  # longest wait for rate budget before giving a row back
     request_wait_s: float = Field(10.0, ge=0)  # longest wait for budget of a follow-up request
     utilisation: float = Field(0.95, gt=0, le=1)  # share of each published rate limit used
-    # added to every budget window for the network delay (exchanges count on arrival); 0 suits
-    # egress close to the exchange, and short windows (Bybit's 5 s) lose 1/(window+slack) to it
-    budget_slack_s: int = Field(1, ge=0, le=60)
+    # The budget paces each pool evenly over window + slack, so a request may reach the exchange
+    # up to `slack` later than others without a window holding more than the limit. 0: the
+    # utilisation margin alone absorbs the delay spread (about 0.24 s on Bybit's 5 s windows at
+    # 0.95, 3 s on one-minute ones); each second costs 1/(window+slack) of the pace.
+    budget_slack_s: float = Field(0.0, ge=0, le=60)
     expiring_days: tuple[int, ...] = (14, 7, 3, 1)
     # distributed mode (Celery)
     queue: str = Field("keysentry-monitor", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")

@@ -26,7 +26,7 @@ from keysentry.vault.errors import (
 from keysentry.vault.keyring import FileKeyringStore, KeyringStore
 from keysentry.vault.kms import RemoteAead
 from keysentry.vault.master import generate_master_key
-from keysentry.vault.rewrap import RewrapReport, RewrapTarget, RowId, StaleRow, retire, rewrap
+from keysentry.vault.rewrap import RewrapReport, RewrapTarget, RewrapTargets, RowId, StaleRow, retire, rewrap
 from keysentry.vault.vault import Sealed, Vault
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "RemoteAead",
     "RewrapReport",
     "RewrapTarget",
+    "RewrapTargets",
     "RowId",
     "Sealed",
     "StaleRow",

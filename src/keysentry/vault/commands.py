@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from keysentry.domain.secrets import Secret
-from keysentry.vault.rewrap import DEFAULT_BATCH, RewrapReport, RewrapTarget, has_stale, retire, rewrap
+from keysentry.vault.rewrap import DEFAULT_BATCH, RewrapReport, RewrapTargets, retire, rewrap, stale_targets
 from keysentry.vault.vault import Vault
 
 
@@ -54,15 +54,20 @@ def status_command(
     master_key: str | Secret | None = None,
     master_key_file: Path | None = None,
     kms_uri: str | None = None,
-    target: RewrapTarget | None = None,
+    target: RewrapTargets | None = None,
 ) -> str:
+    """The keyring, its master key, and whether any target (with a mapping: which of them) still
+    holds ciphertexts under an older key version."""
     vault = _open(data_dir, master_key, master_key_file, kms_uri, create=False)
     line = (
         f"keyring {vault.location}: unsealed by master key {vault.master_key_id} from {vault.master_source}; "
         f"key versions {_versions(vault)}, primary {vault.current_version}"
     )
-    if target is not None and has_stale(target, vault.current_version):
-        line += "; some secrets still use older versions: run `keysentry vault rewrap`"
+    stale = stale_targets(target, vault.current_version) if target is not None else []
+    if stale:
+        named = ", ".join(name for name in stale if name)
+        which = f" ({named})" if named else ""
+        line += f"; some secrets{which} still use older versions: run `keysentry vault rewrap`"
     return line
 
 
@@ -85,7 +90,7 @@ def rotate_command(
 
 def rewrap_command(
     data_dir: Path,
-    target: RewrapTarget,
+    target: RewrapTargets,
     *,
     master_key: str | Secret | None = None,
     master_key_file: Path | None = None,
@@ -95,7 +100,10 @@ def rewrap_command(
     on_batch: Callable[[RewrapReport], None] | None = None,
 ) -> RewrapReport:
     """Move every stored secret to the newest key version; with `retire_old`, then drop older versions
-    if nothing uses them any more. `report.summary()` is the line to print, `report.ok` the outcome."""
+    if nothing uses them any more. `report.summary()` is the line to print, `report.ok` the outcome.
+
+    `target` may be a mapping of named targets (the store's: credentials and webhooks): all are
+    moved, `report.parts` has each one's counts, and retiring waits until none uses an old version."""
     vault = _open(data_dir, master_key, master_key_file, kms_uri, create=False)
     report = rewrap(vault, target, batch=batch, on_batch=on_batch)
     if retire_old and report.ok:

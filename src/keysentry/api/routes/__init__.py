@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from keysentry.api.routes import connections, diagnose, exchanges, health, statuses, tenants
+from keysentry.api.routes import connections, diagnose, exchanges, health, statuses, tenants, webhooks
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -12,5 +12,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     statuses.router,
     diagnose.router,
     connections.router,
+    webhooks.router,
     tenants.router,
 )

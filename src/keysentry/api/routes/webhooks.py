@@ -8,11 +8,14 @@ no-store`); docs/webhooks.md shows a receiver how to verify it.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from keysentry.api.deps import State, Tenant, valid_id
 from keysentry.api.problems import ApiProblem, invalid
@@ -31,16 +34,43 @@ EVENT_TYPES_HELP = (
 )
 
 
+def _printable(value: str) -> str:
+    """Refuse control characters and lone surrogates: they cannot be stored (PostgreSQL refuses
+    NUL), shown or sent, and would otherwise fail deep in the store instead of here."""
+    for c in value:
+        if unicodedata.category(c) in {"Cc", "Cs"}:
+            raise ValueError("remove control characters and invalid Unicode (lone surrogates) from this text")
+    return value
+
+
+def _no_spaces(value: str) -> str:
+    if any(c.isspace() for c in value):
+        raise ValueError("a URL has no spaces: percent-encode them (%20) or remove them")
+    return value
+
+
+EndpointUrl = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    AfterValidator(_printable),
+    AfterValidator(_no_spaces),
+    Field(
+        description=(
+            "the endpoint: an https:// (or http://) URL that resolves to a public address; "
+            "redirects are not followed"
+        )
+    ),
+]
+EventTypeName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Note = Annotated[str, StringConstraints(max_length=200), AfterValidator(_printable)]
+
+
 class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    url: str = Field(
-        min_length=1,
-        max_length=2048,
-        description="the endpoint: an https:// (or http://) URL, redirects not followed",
-    )
-    event_types: list[str] | None = Field(None, max_length=10, description=EVENT_TYPES_HELP)
-    description: str = Field("", max_length=200, description="a note for people")
+    url: EndpointUrl
+    event_types: list[EventTypeName] | None = Field(None, max_length=10, description=EVENT_TYPES_HELP)
+    description: Note = Field("", description="a note for people")
 
 
 class WebhookOut(BaseModel):
@@ -106,9 +136,9 @@ def _not_found() -> ApiProblem:
 
 def _vault(state: State) -> Vault:
     # The service holds the API's vault; the webhook secrets are sealed by the same one.
-    vault: Vault | None = getattr(state.service, "vault", None) or getattr(state.service, "_vault", None)
+    vault = state.service.vault
     if vault is None:
-        raise ApiProblem("sealed", "the key vault is not open: webhooks cannot be registered")
+        raise ApiProblem("sealed", "the key vault is not open: webhooks cannot be registered or read")
     return vault
 
 
@@ -116,6 +146,28 @@ def _allow_private() -> bool:
     from keysentry.monitor.service import MonitorConfig
 
     return MonitorConfig().webhook_allow_private
+
+
+PRIVATE = "a webhook URL must point to a public address; private, loopback and link-local ones are refused"
+
+
+def _names_a_private_host(url: str) -> bool:
+    """Hosts that lead to a non-public address without asking DNS: `localhost` and the numeric
+    IPv4 forms (127.1, 2130706433, 0x7f.1) that are not address literals to check_url. Sending to
+    them is refused when connecting anyway; refusing them here says so when they are registered."""
+    from yarl import URL
+
+    try:
+        host = (URL(url).host or "").lower().rstrip(".")
+    except (ValueError, TypeError):
+        return False  # check_url names the problem
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return False  # a name: its addresses are checked when connecting
+    return not address.is_global or address.is_multicast
 
 
 @router.post(
@@ -130,6 +182,10 @@ async def create_webhook(
     from keysentry.monitor import delivery
     from keysentry.monitor.webhooks import WebhookURLError
 
+    fix = "register the endpoint's public https:// URL"
+    allow_private = _allow_private()
+    if not allow_private and _names_a_private_host(body.url):
+        raise invalid("url", PRIVATE, fix)
     try:
         view, secret = await delivery.create_webhook(
             state.service.db,
@@ -140,15 +196,19 @@ async def create_webhook(
             description=body.description,
             actor=tenant.actor,
             now=state.now(),
-            allow_private=_allow_private(),
+            allow_private=allow_private,
         )
     except WebhookURLError as e:
-        raise invalid("url", str(e), "register the endpoint's public https:// URL") from None
+        raise invalid("url", str(e), fix) from None
     except ValueError as e:
-        field = "event_types" if "event type" in str(e) else "url"
-        raise invalid(
-            field, str(e), EVENT_TYPES_HELP if field == "event_types" else "see docs/webhooks.md"
-        ) from None
+        # The lifecycle's sentences are written for the caller and never quote the URL.
+        if "event type" in str(e):
+            raise invalid("event_types", str(e), f"use {EVENT_TYPES_HELP}") from None
+        if f"at most {delivery.MAX_WEBHOOKS_PER_TENANT}" in str(e):
+            raise invalid(
+                "body", str(e), "delete an endpoint you no longer use (DELETE /v1/webhooks/{webhook_id})"
+            ) from None
+        raise invalid("body", str(e), "see docs/webhooks.md") from None
     response.headers["Location"] = f"/v1/webhooks/{view.id}"
     response.headers["Cache-Control"] = "no-store"  # the only answer that holds the secret
     return WebhookCreated(**_out(view).model_dump(), secret=secret.reveal())
@@ -157,7 +217,7 @@ async def create_webhook(
 @router.get(
     "",
     summary="The tenant's webhook endpoints (never their secrets)",
-    responses=problem_responses(401, 403, 503),
+    responses=problem_responses(401, 403, 422, 503),
 )
 async def list_webhooks(state: State, tenant: Tenant) -> WebhookList:
     from keysentry.monitor import delivery
