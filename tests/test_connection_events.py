@@ -9,6 +9,7 @@ serve` builds it (Runtime.build), with the operator's KEYSENTRY_MONITOR_* settin
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,17 +23,19 @@ from sqlalchemy import select, update
 
 from api.harness import ADMIN_TOKEN, Client, serving, settings_for
 from keysentry.api.app import create_app
+from keysentry.connections import ConnectionService
 from keysentry.diagnosis.engine import CheckOptions
 from keysentry.diagnosis.profiles import get_profile
 from keysentry.domain import Status
 from keysentry.monitor.delivery import create_webhook
+from keysentry.monitor.policy import RecheckPolicy, backoff_bound, next_check_function, next_slot
 from keysentry.monitor.scheduler import BatchReport, Monitor
 from keysentry.monitor.service import MonitorConfig, MonitorRuntime
 from keysentry.settings import Settings
 from keysentry.sim.scenario import MaintenanceWindow, parse_scenario
 from keysentry.sim.server import SimCluster
 from keysentry.store.models import Connection
-from keysentry.store.monitoring import WebhookDelivery, WebhookEvent
+from keysentry.store.monitoring import Streaks, WebhookDelivery, WebhookEvent, load_streaks
 from keysentry.vault import generate_master_key
 from store.backends import (  # noqa: F401 - fixtures
     GOOD,
@@ -214,8 +217,10 @@ async def test_an_update_that_fixes_a_broken_key_announces_the_recovery(b: Bench
 
 
 @asynccontextmanager
-async def monitor_of(b: Bench, tmp_path: Path) -> AsyncIterator[Monitor]:
-    """The monitor over the bench's store, vault and simulator."""
+async def monitor_of(
+    b: Bench, tmp_path: Path, *, rng: random.Random | None = None, clock: Any = None
+) -> AsyncIterator[Monitor]:
+    """The monitor over the bench's store, vault and simulator (its clock and random source given)."""
 
     def options(exchange: str, environment: str, profile: str) -> CheckOptions:
         return CheckOptions(
@@ -231,12 +236,14 @@ async def monitor_of(b: Bench, tmp_path: Path) -> AsyncIterator[Monitor]:
         redis_url=None,
         egress_ips="",
     )
-    runtime = await MonitorRuntime.open(settings, MonitorConfig(budget_wait_s=1.0), options=options)
+    runtime = await MonitorRuntime.open(
+        settings, MonitorConfig(budget_wait_s=1.0), options=options, clock=clock
+    )
     own_db = runtime.db
     await own_db.close()
     runtime.db, runtime.vault = b.db, b.vault
     try:
-        yield Monitor(runtime)
+        yield Monitor(runtime, rng=rng)
     finally:
         runtime.db = own_db  # the bench closes its own store
         await runtime.close()
@@ -303,18 +310,153 @@ async def test_a_refresh_recorded_while_the_monitor_checks_is_the_one_that_annou
 async def test_a_refresh_is_scheduled_by_the_policy_not_a_fixed_delay(b: Bench) -> None:
     cid = await added(b, "a1")
     policy = MonitorConfig().policy()
-    plans = []
-    for _ in range(5):
+    for _ in range(3):
         record = (await b.service.refresh(TENANT, cid)).connection
-        assert record.next_check_at is not None
-        plans.append(record.next_check_at - record.updated_at)  # planned when recorded
-    # a healthy key: a slot in the interval after the next half interval, not the same delay each time
-    assert all(policy.interval / 2 <= p < policy.interval * 3 / 2 for p in plans)
-    assert len(set(plans)) > 1
+        # a healthy key: its own slot in the interval after the next half interval, every time
+        assert record.next_check_at == next_slot(
+            cid, not_before=record.updated_at + policy.interval / 2, interval=policy.interval
+        )
     maintenance(b)
     record = (await b.service.refresh(TENANT, cid)).connection
     assert record.next_check_at is not None
     assert record.next_check_at - record.updated_at <= max(policy.temporary_base, policy.min_delay)
+
+
+def frozen(at: datetime) -> Any:
+    return lambda: at
+
+
+def scheduled(b: Bench, *, rng: random.Random, clock: Any) -> None:
+    """The bench's service with the monitor's policy, a seeded random source and a fixed clock."""
+    b.service = ConnectionService(
+        b.db, vault=b.vault, engine=b.service._engine, options=b.service._options, clock=clock,
+        next_check=next_check_function(MonitorConfig().policy(), rng),
+    )  # fmt: skip
+
+
+async def streaks(b: Bench, cid: str) -> Streaks:
+    async with b.db.session() as s:
+        return await load_streaks(s, cid)
+
+
+async def planned(b: Bench, cid: str) -> datetime:
+    async with b.db.session() as s:
+        row = await s.get(Connection, cid)
+        assert row is not None and row.next_check_at is not None
+        return as_utc(row.next_check_at)
+
+
+def world(b: Bench, step: str) -> None:
+    """The exchange as the next check finds it: in maintenance, the keys expired, or all fine."""
+    b.bybit.maintenance.clear()
+    expiry = datetime.now(UTC) - timedelta(seconds=1) if step == "expired" else None
+    for name in ("a1", "b1"):
+        b.sim_key(name).expires_at = expiry
+    if step == "temporary":
+        maintenance(b)
+
+
+async def test_refreshes_plan_and_count_exactly_as_monitor_checks_do(b: Bench, tmp_path: Path) -> None:
+    # two keys through the same results, one refreshed by hand, one checked by the monitor, at
+    # the same moment with the same random draws: the same streaks and the same schedule
+    at = datetime.now(UTC) + timedelta(seconds=5)
+    policy = MonitorConfig().policy()
+    by_hand, by_monitor = await added(b, "a1"), await added(b, "b1")
+    scheduled(b, rng=random.Random(11), clock=frozen(at))
+    steps = ["temporary"] * 3 + ["ok"] + ["expired"] * 3 + ["ok", "temporary", "ok"]
+    expected = [(1, 0), (2, 0), (3, 0), (0, 0), (0, 1), (0, 2), (0, 3), (0, 0), (1, 0), (0, 0)]
+    async with monitor_of(b, tmp_path, rng=random.Random(11), clock=frozen(at)) as monitor:
+        for i, (step, counts) in enumerate(zip(steps, expected, strict=True)):
+            world(b, step)
+            await b.service.refresh(TENANT, by_hand)
+            await due_now(b, by_monitor)
+            report, _ = await monitor_pass(monitor)
+            assert report.checked == 1, step
+            assert await streaks(b, by_hand) == await streaks(b, by_monitor) == Streaks(*counts), step
+            hand, monitored = await planned(b, by_hand), await planned(b, by_monitor)
+            if step == "ok" and steps[i - 1] == "expired":  # a change (expired -> connected): soon
+                assert hand == monitored == at + policy.after_change
+            elif step == "ok":  # healthy, as before the outage: each at its own slot
+                for cid, when in ((by_hand, hand), (by_monitor, monitored)):
+                    assert when == next_slot(
+                        cid, not_before=at + policy.interval / 2, interval=policy.interval
+                    )
+            else:  # backoff: the same draw from the same streak
+                assert hand == monitored, step
+    for cid in (by_hand, by_monitor):  # the add, then one check per step
+        assert len(await b.service.history(TENANT, cid)) == 1 + len(steps)
+
+
+async def test_a_refresh_continues_the_monitors_streak_and_the_monitor_continues_the_refreshs(
+    b: Bench, tmp_path: Path
+) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=5)
+    policy = MonitorConfig().policy()
+    cid = await added(b, "a1")
+    scheduled(b, rng=random.Random(1), clock=frozen(at))
+    maintenance(b)
+    async with monitor_of(b, tmp_path, clock=frozen(at)) as monitor:
+        for failures in range(1, 7):
+            if failures % 2:
+                await due_now(b, cid)
+                report, _ = await monitor_pass(monitor)
+                assert report.checked == 1
+            else:
+                await b.service.refresh(TENANT, cid)
+            assert await streaks(b, cid) == Streaks(failures, 0)
+            # backed off by the whole streak, whoever checked: not from 1 again after each refresh
+            bound = backoff_bound(failures, base=policy.temporary_base, cap=policy.temporary_cap)
+            assert at + policy.min_delay <= await planned(b, cid) <= at + max(bound, policy.min_delay)
+        b.bybit.maintenance.clear()
+        await b.service.refresh(TENANT, cid)  # an answer ends the streak ...
+        assert await streaks(b, cid) == Streaks(0, 0)
+        maintenance(b)
+        await due_now(b, cid)
+        await monitor_pass(monitor)
+        assert await streaks(b, cid) == Streaks(1, 0)  # ... so the monitor's next one starts afresh
+        assert await planned(b, cid) <= at + max(policy.temporary_base, policy.min_delay)
+
+
+async def test_a_status_change_by_refresh_or_update_is_confirmed_soon(b: Bench) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=5)
+    policy = MonitorConfig().policy()
+    cid = await added(b, "a1")
+    scheduled(b, rng=random.Random(2), clock=frozen(at))
+    b.sim_key("a1").expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    await b.service.refresh(TENANT, cid)  # connected -> expired
+    assert await planned(b, cid) == at + policy.after_change
+    assert await streaks(b, cid) == Streaks(0, 1)
+    await b.service.refresh(TENANT, cid)  # still expired: no change, backoff by the error streak
+    assert await streaks(b, cid) == Streaks(0, 2)
+    bound = backoff_bound(2, base=policy.error_base, cap=min(policy.error_cap, policy.interval))
+    assert await planned(b, cid) <= at + max(bound, policy.min_delay)
+    await b.service.update_credentials(TENANT, cid, b.key("a2"))  # a working key: expired -> connected
+    assert await planned(b, cid) == at + policy.after_change
+    assert await streaks(b, cid) == Streaks(0, 0)
+    await b.service.refresh(TENANT, cid)  # connected again: back to its own slot
+    assert await planned(b, cid) == next_slot(
+        cid, not_before=at + policy.interval / 2, interval=policy.interval
+    )
+
+
+async def test_an_add_counts_as_the_first_check_of_the_streaks(b: Bench, tmp_path: Path) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=5)
+    policy = RecheckPolicy()
+    scheduled(b, rng=random.Random(4), clock=frozen(at))
+    maintenance(b)
+    cid = await added(b, "a1", save_anyway=True)  # saved during a temporary issue: its first failure
+    assert await streaks(b, cid) == Streaks(1, 0)
+    assert await planned(b, cid) <= at + max(policy.temporary_base, policy.min_delay)
+    async with monitor_of(b, tmp_path, clock=frozen(at)) as monitor:
+        await due_now(b, cid)
+        await monitor_pass(monitor)
+    assert await streaks(b, cid) == Streaks(2, 0)  # the monitor's check is the second in a row
+    b.bybit.maintenance.clear()
+    healthy = await added(b, "b1")
+    assert await streaks(b, healthy) == Streaks(0, 0)
+    assert await planned(b, healthy) == next_slot(
+        healthy, not_before=at + policy.interval / 2, interval=policy.interval
+    )
 
 
 @pytest.fixture
@@ -376,14 +518,29 @@ async def test_keys_added_through_the_api_follow_the_operators_monitor_policy(
         # each key at its own place within it
         assert all(interval / 2 <= p < interval * 3 / 2 for p in plans), plans
         assert len(set(plans)) == len(plans)
+        for r in records:  # the slot the monitor plans for that connection
+            at = datetime.fromisoformat(r["updated_at"])
+            assert datetime.fromisoformat(r["next_check_at"]) == next_slot(
+                r["id"], not_before=at + interval / 2, interval=interval
+            )
         # a refresh through the API that finds the key broken announces it, once
         cid = records[0]["id"]
         account = cluster.scenario.exchanges["bybit"].find_key(sim_keys["k0"].api_key)
         assert account is not None
         account[0].expires_at = datetime.now(UTC) - timedelta(seconds=1)
-        for _ in range(2):
+        policy = MonitorConfig(interval_hours=2).policy()
+        for attempt in (1, 2):
             refreshed = await client.call("POST", f"/v1/connections/{cid}/refresh", token=token)
             assert refreshed.status == 200, refreshed.text
+            shown = refreshed.json["connection"]
+            delay = datetime.fromisoformat(shown["next_check_at"]) - datetime.fromisoformat(
+                shown["updated_at"]
+            )
+            if attempt == 1:  # connected -> expired: confirmed soon, by the operator's scaled policy
+                assert delay == policy.after_change
+            else:  # still broken: the second error in a row backs off within its bound
+                cap = min(policy.error_cap, policy.interval)
+                assert delay <= max(backoff_bound(2, base=policy.error_base, cap=cap), policy.min_delay)
         runtime_db = app.state.keysentry.service.db
         async with runtime_db.session() as s:
             rows = (

@@ -27,7 +27,7 @@ from keysentry.connections import (
 )
 from keysentry.domain import Severity, Status
 from keysentry.domain.secrets import Secret
-from keysentry.monitor.policy import RecheckPolicy
+from keysentry.monitor.policy import ConnectionState, RecheckPolicy, next_slot
 from keysentry.sim.scenario import MaintenanceWindow
 from keysentry.store import credentials as creds
 from keysentry.store.db import Database
@@ -379,19 +379,25 @@ async def test_without_a_policy_given_checks_are_scheduled_by_the_monitors_defau
     policy = RecheckPolicy()
     healthy = (await b.service.add("local", "bybit", b.key("a1"), label="main")).connection
     assert healthy.next_check_at is not None
-    assert policy.interval / 2 <= healthy.next_check_at - healthy.updated_at < policy.interval * 3 / 2
+    # the connection's own slot, half an interval away at least
+    assert healthy.next_check_at == next_slot(
+        healthy.id, not_before=healthy.updated_at + policy.interval / 2, interval=policy.interval
+    )
     b.sim_key("a1").expires_at = datetime.now(UTC) - timedelta(seconds=1)
     broken = (await b.service.refresh("local", healthy.id)).connection
-    assert broken.next_check_at is not None
-    # a broken key: soon (the user may fix it), within the first backoff bound
-    assert broken.next_check_at - broken.updated_at <= max(policy.error_base, policy.min_delay)
+    # connected -> expired: confirmed soon, as the monitor confirms a change
+    assert broken.next_check_at == broken.updated_at + policy.after_change
+    again = (await b.service.refresh("local", healthy.id)).connection
+    assert again.next_check_at is not None
+    # still broken, the second time in a row: within the second backoff bound
+    assert again.next_check_at - again.updated_at <= max(policy.error_base * 2, policy.min_delay)
 
 
 async def test_the_schedule_and_the_expiry_thresholds_given_are_used(db: Database, vault: Vault) -> None:  # noqa: F811
-    planned: list[tuple[Status, datetime | None]] = []
+    planned: list[tuple[ConnectionState, ConnectionState]] = []
 
-    def next_check(status: Status, expires_at: datetime | None, now: datetime) -> datetime:
-        planned.append((status, expires_at))
+    def next_check(before: ConnectionState, after: ConnectionState, now: datetime) -> datetime:
+        planned.append((before, after))
         return now + timedelta(minutes=42)
 
     async with bench(db, vault) as it:
@@ -404,8 +410,20 @@ async def test_the_schedule_and_the_expiry_thresholds_given_are_used(db: Databas
         assert record.next_check_at - record.updated_at == timedelta(minutes=42)  # from the recording
         it.sim_key("a1").expires_at = datetime.now(UTC) + timedelta(days=20)
         await it.service.refresh("local", record.id)
-    assert [s for s, _ in planned] == [Status.CONNECTED, Status.CONNECTED]
-    assert planned[1][1] is not None
+        it.bybit.maintenance.append(MaintenanceWindow(start=datetime.now(UTC) - timedelta(minutes=1)))
+        await it.service.refresh("local", record.id)
+        await it.service.refresh("local", record.id)
+    # what the policy plans by: the connection (its phase), the last definitive status before the
+    # check, the check's own status and expiry, and the backoff streaks after it
+    assert {after.connection_id for _, after in planned} == {record.id}
+    assert [(before.last_known_status, after.status) for before, after in planned] == [
+        (Status.UNCHECKED, Status.CONNECTED),
+        (Status.CONNECTED, Status.CONNECTED),  # 20 days left: no warning by the exchange's window
+        (Status.CONNECTED, Status.TEMPORARY_ISSUE),
+        (Status.CONNECTED, Status.TEMPORARY_ISSUE),
+    ]
+    assert planned[0][1].expires_at is None and planned[1][1].expires_at is not None
+    assert [after.temporary_failures for _, after in planned] == [0, 0, 1, 2]
     async with db.session() as s:
         data = (
             await s.execute(select(WebhookEvent.data).where(WebhookEvent.type == "connection.expiring"))

@@ -14,8 +14,13 @@ the diagnosis engine. Rules (docs/store.md explains them to operators):
 - refresh: re-check and record. A temporary issue never overwrites the last definitive state
   (see keysentry.store.connections for the exact rule); every check goes into the history.
 - schedule and events: add, update and refresh plan the next check with the monitor's re-check
-  policy (`next_check`; the API and the CLI pass the operator's, keysentry.monitor.service.
-  next_check_function), and write the events of the change they record (connection.
+  policy (`next_check`; the API and the CLI pass the operator's, keysentry.monitor.policy.
+  next_check_function) from what the monitor plans by: the stored state the check replaces
+  (read under the row lock, with the backoff streaks of keysentry.store.monitoring) and the
+  state it records, so the key keeps its slot in the interval, a status change is confirmed
+  soon, and a temporary issue backs off from the same streak. They record the streaks as the
+  monitor does (`record_streaks`; a key update starts them afresh: they count the failures of
+  one key), and write the events of the change they record (connection.
   status_changed, .broken, .recovered, .expiring) through keysentry.monitor.events.
   record_transitions, in the transaction that records the check, exactly as the monitor does: a
   transition is sent once, whoever saw it first. An add counts as the first check: its first
@@ -60,10 +65,11 @@ from keysentry.diagnosis.options import OptionsFactory, options_factory
 from keysentry.domain import Diagnosis, Finding, Severity, Status
 from keysentry.domain.secrets import REDACTED, ApiCredentials, Secret, mask_key
 from keysentry.monitor.events import DEFAULT_EXPIRING_DAYS, connection_state, record_transitions
-from keysentry.monitor.policy import ConnectionState, merge
+from keysentry.monitor.policy import ConnectionState, NextCheck, merge
 from keysentry.store import audit, history
 from keysentry.store import connections as repo
 from keysentry.store import credentials as creds_repo
+from keysentry.store import monitoring as monitor_repo
 from keysentry.store.db import Database
 from keysentry.store.models import Connection
 from keysentry.store.records import AuditView, CheckView, ConnectionRecord
@@ -93,9 +99,8 @@ LOCAL_TENANT = repo.LOCAL_TENANT
 MAX_LABEL = 200
 
 Clock = Callable[[], datetime]
-# (status of the check, expiry it found, now) -> when to check again: the monitor's re-check
-# policy in this shape is keysentry.monitor.service.next_check_function
-NextCheck = Callable[[Status, datetime | None, datetime], datetime]
+# NextCheck: (the stored state a check replaces, the state it records, now) -> when to check
+# again; the monitor's re-check policy in this shape is keysentry.monitor.policy.next_check_function
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -274,9 +279,8 @@ class ConnectionService:
         self._options = options
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self._expiring_days = tuple(expiring_days)
-        if next_check is None:  # resolved now: the first check should not pay for the import
-            from keysentry.monitor.policy import RecheckPolicy
-            from keysentry.monitor.service import next_check_function
+        if next_check is None:
+            from keysentry.monitor.policy import RecheckPolicy, next_check_function
 
             next_check = next_check_function(RecheckPolicy(expiring_days=self._expiring_days))
         self._next_check: NextCheck = next_check
@@ -357,6 +361,9 @@ class ConnectionService:
 
         now = self.clock()
         connection_id = new_connection_id()
+        # the add is the connection's first check: from `unchecked`, as the monitor would see it
+        first = ConnectionState(connection_id=connection_id, tenant_id=tenant, exchange=exchange)
+        after = merge(first, diagnosis, now=now)
         version = creds_repo.seal(
             vault,
             credentials,
@@ -380,10 +387,8 @@ class ConnectionService:
             current_version=1,
             created_at=now,
             removed_at=None,
-            **repo.initial_values(diagnosis, now=now, next_check_at=self._next(diagnosis, now)),
+            **repo.initial_values(diagnosis, now=now, next_check_at=self._next_check(first, after, now)),
         )
-        # the add is the connection's first check: from `unchecked`, as the monitor would see it
-        first = ConnectionState(connection_id=connection_id, tenant_id=tenant, exchange=exchange)
         try:
             async with self.db.session() as s, s.begin():
                 await repo.ensure_tenant(s, tenant, now)
@@ -391,7 +396,7 @@ class ConnectionService:
                 await s.flush()  # the connection first: the others refer to it
                 s.add(version)
                 s.add(history.new_check(connection_id, 1, "add", diagnosis, now))
-                await self._record_events(s, first, diagnosis, now)
+                await self._record_state(s, first, after, now)
                 s.add(
                     audit.entry(
                         tenant_id=tenant,
@@ -473,7 +478,9 @@ class ConnectionService:
                 current = await self._lock(s, tenant, row.id, old)
                 if current is None:
                     raise ConnectionChanged(row.id)
+                # a new key starts its backoff streaks afresh: they count one key's failures in a row
                 before = connection_state(current)
+                after = merge(before, diagnosis, now=now)
                 # the switch: revoke the current version only if it still is current, then the new one
                 if not await creds_repo.revoke(s, row.id, old, now):
                     raise ConnectionChanged(row.id)
@@ -493,14 +500,16 @@ class ConnectionService:
                         key_fingerprint=version.key_fingerprint,
                         api_key_hash=key_hash,
                         account_id=account_id,
-                        **repo.check_values(diagnosis, now=now, next_check_at=self._next(diagnosis, now)),
+                        **repo.check_values(
+                            diagnosis, now=now, next_check_at=self._next_check(before, after, now)
+                        ),
                     )
                     .execution_options(synchronize_session=False)
                 )
                 if _rowcount(moved) != 1:
                     raise ConnectionChanged(row.id)
                 s.add(history.new_check(row.id, new, "update", diagnosis, now))
-                await self._record_events(s, before, diagnosis, now)
+                await self._record_state(s, before, after, now)
                 s.add(
                     audit.entry(
                         tenant_id=tenant,
@@ -541,13 +550,21 @@ class ConnectionService:
             else:
                 values["account_id"] = diagnosis.account_id
         now = self.clock()
-        values.update(repo.check_values(diagnosis, now=now, next_check_at=self._next(diagnosis, now)))
         async with self.db.session() as s, s.begin():
             current = await self._lock(s, tenant, row.id, version)
             if current is None:
                 # the key was replaced or the connection removed while we checked: this result is stale
                 raise ConnectionChanged(row.id)
-            before = connection_state(current)
+            # the state this check replaces, streaks included, read under the lock: planned and
+            # counted from exactly what the monitor would plan and count from
+            streaks = await monitor_repo.load_streaks(s, row.id)
+            before = connection_state(
+                current, temporary_failures=streaks.temporary_failures, error_streak=streaks.error_streak
+            )
+            after = merge(before, diagnosis, now=now)
+            values.update(
+                repo.check_values(diagnosis, now=now, next_check_at=self._next_check(before, after, now))
+            )
             recorded = await s.execute(
                 update(Connection)
                 .where(
@@ -562,7 +579,7 @@ class ConnectionService:
             if _rowcount(recorded) != 1:
                 raise ConnectionChanged(row.id)
             s.add(history.new_check(row.id, version, "refresh", diagnosis, now))
-            await self._record_events(s, before, diagnosis, now)
+            await self._record_state(s, before, after, now)
             s.add(
                 audit.entry(
                     tenant_id=tenant,
@@ -727,9 +744,6 @@ class ConnectionService:
             return CheckOptions(profile=get_profile(profile), environment=environment)
         return self._options(exchange, environment, profile)
 
-    def _next(self, diagnosis: Diagnosis, now: datetime) -> datetime:
-        return self._next_check(diagnosis.status, diagnosis.expires_at, now)
-
     async def _lock(self, session: Any, tenant: str, connection_id: str, version: int) -> Connection | None:
         """The live row, still on credential `version`, locked until the transaction ends (SQLite's
         transactions take the write lock when they begin): the state a check replaces is read where
@@ -748,12 +762,14 @@ class ConnectionService:
         found: Connection | None = result.scalar_one_or_none()
         return found
 
-    async def _record_events(
-        self, session: Any, before: ConnectionState, diagnosis: Diagnosis, now: datetime
+    async def _record_state(
+        self, session: Any, before: ConnectionState, after: ConnectionState, now: datetime
     ) -> None:
-        """The events of recording `diagnosis` over the stored state `before`, written in `session`'s
-        transaction exactly as the monitor writes those of its checks."""
-        after = merge(before, diagnosis, now=now)
+        """The backoff streaks and the events of recording `after` (`merge`d from the stored state
+        `before`), written in `session`'s transaction exactly as the monitor writes those of its
+        checks."""
+        streaks = monitor_repo.Streaks(after.temporary_failures, after.error_streak)
+        await monitor_repo.record_streaks(session, {after.connection_id: streaks}, now=now)
         await record_transitions(session, [(before, after)], now=now, expiring_days=self._expiring_days)
 
     @property

@@ -1,4 +1,5 @@
-"""Per-tenant rate limits on diagnose, add, update and refresh: memory by default, shared through Redis."""
+"""Per-tenant rate limits on diagnose, add, update, refresh and webhook tests: memory by default,
+shared through Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from api.harness import Stack, stack
+import canary
+from api.harness import REFUSED_URL, Stack, stack
 from conftest import require_service
 from keysentry.api.config import ApiConfig
 from keysentry.api.limits import RateLimiter
@@ -21,6 +23,7 @@ TIGHT = ApiConfig(
     rate_limit_add="3/minute",
     rate_limit_update="1/minute",
     rate_limit_refresh="1/minute",
+    rate_limit_webhook_test="2/minute",
 )
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -80,6 +83,37 @@ async def test_add_update_and_refresh_are_limited_too(limited: Stack) -> None:
         "PUT", f"/v1/connections/{cid}/credentials", token=token, json_body=body
     )
     assert second.status == 429
+
+
+async def test_webhook_tests_are_limited_per_tenant_with_retry_after(
+    limited: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a test event makes keysentry call the tenant's own URL at once: not an unlimited request cannon
+    monkeypatch.setenv("KEYSENTRY_MONITOR_WEBHOOK_ALLOW_PRIVATE", "1")  # the discard port, not the internet
+    hooks = []
+    tokens = [(await limited.new_tenant())[1] for _ in range(2)]
+    for token in tokens:
+        made = await limited.client.call(
+            "POST", "/v1/webhooks", token=token, json_body={"url": REFUSED_URL + "/hook"}
+        )
+        assert made.status == 201, made.text
+        canary.register(made.json["secret"], "webhook-secret-of-limits")
+        hooks.append(made.json["id"])
+    token, hook = tokens[0], hooks[0]
+    for _ in range(2):
+        fired = await limited.client.call("POST", f"/v1/webhooks/{hook}/test", token=token)
+        assert fired.status == 200, fired.text
+    refused = await limited.client.call("POST", f"/v1/webhooks/{hook}/test", token=token)
+    assert refused.status == 429 and refused.problem_type() == "rate-limited", refused.text
+    wait = int(refused.headers["Retry-After"])
+    assert 0 < wait <= 60 and refused.json["retry_after_s"] == wait
+    assert "webhook_test" in refused.json["detail"]
+    # the limit is per tenant and per action: the other tenant may test, this one may still read
+    assert (await limited.client.call("POST", f"/v1/webhooks/{hooks[1]}/test", token=tokens[1])).status == 200
+    log = await limited.client.call("GET", f"/v1/webhooks/{hook}/deliveries", token=token)
+    assert log.status == 200 and len(log.json["items"]) == 4  # two tests, each with its queued retry
+    metrics = (await limited.client.call("GET", "/metrics")).text
+    assert 'keysentry_api_rate_limited_total{action="webhook_test"} 1.0' in metrics
 
 
 async def test_redis_shares_one_budget_between_processes(tmp_path: Path) -> None:

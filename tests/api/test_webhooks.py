@@ -205,10 +205,53 @@ async def test_ids_and_query_parameters_are_checked_without_a_500(api: Stack, to
 async def test_a_tenant_has_at_most_20_and_is_told_what_to_do(api: Stack) -> None:
     _, token = await api.new_tenant()
     made = [await _register(api, token, {"url": f"{PUBLIC}/{n}"}) for n in range(20)]
-    error = await _refused(api, token, {"url": f"{PUBLIC}/21"}, "body")
-    assert "at most 20" in error["problem"] and "DELETE /v1/webhooks/" in error["fix"]
+    full = await api.client.call("POST", "/v1/webhooks", token=token, json_body={"url": f"{PUBLIC}/21"})
+    # a valid request the tenant's current endpoints leave no room for: a conflict, not a bad field
+    assert full.status == 409 and full.problem_type() == "too-many-webhooks", full.text
+    assert "20" in full.json["detail"] and "DELETE /v1/webhooks/" in full.json["detail"]
+    assert "errors" not in full.json
     assert (await api.client.call("DELETE", f"/v1/webhooks/{made[0]['id']}", token=token)).status == 204
     await _register(api, token, {"url": f"{PUBLIC}/21"})
+
+
+async def test_an_endpoint_stored_while_private_networks_were_allowed_is_not_sent_to_after(
+    api: Stack, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ALLOW_PRIVATE, "1")
+    made = await _register(api, token, {"url": "http://localhost:9/hook?token=abc"})
+    monkeypatch.delenv(ALLOW_PRIVATE)
+    fired = await api.client.call("POST", f"/v1/webhooks/{made['id']}/test", token=token)
+    assert fired.status == 200, fired.text
+    assert fired.json["delivered"] is False and fired.json["http_status"] is None
+    assert fired.json["error"].startswith("not sent: a webhook URL must point to a public address")
+    log = await api.client.call("GET", f"/v1/webhooks/{made['id']}/deliveries", token=token)
+    # refused for good: not retried, and no part of the URL in the log
+    assert [(d["attempt"], d["status"]) for d in log.json["items"]] == [(1, "failed")]
+    for part in ("localhost", "/hook", "token=abc"):
+        assert part not in log.text
+    assert (await api.client.call("DELETE", f"/v1/webhooks/{made['id']}", token=token)).status == 204
+
+
+async def test_invalid_monitor_settings_answer_503_never_500(
+    api: Stack, token: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # This app was given its service, so it has not read KEYSENTRY_MONITOR_* at start (an app
+    # that builds its own runtime refuses to start on such a value).
+    hook = (await _register(api, token, {"url": PUBLIC}))["id"]
+    monkeypatch.setenv(ALLOW_PRIVATE, "perhaps-SECRETISH")
+    with caplog.at_level(logging.ERROR, logger="keysentry.api"):
+        for path in ("/v1/webhooks", f"/v1/webhooks/{hook}/test"):
+            body = {"url": PUBLIC} if path == "/v1/webhooks" else None
+            reply = await api.client.call("POST", path, token=token, json_body=body)
+            assert reply.status == 503 and reply.problem_type() == "unavailable", reply.text
+            assert "SECRETISH" not in reply.text
+    assert "webhook_allow_private" in caplog.text and "SECRETISH" not in caplog.text
+    monkeypatch.setenv("KEYSENTRY_MONITOR_EXPIRING_DAYS", "[1,")  # not JSON: a SettingsError
+    monkeypatch.delenv(ALLOW_PRIVATE)
+    reply = await api.client.call("POST", "/v1/webhooks", token=token, json_body={"url": PUBLIC})
+    assert reply.status == 503 and reply.problem_type() == "unavailable", reply.text
+    monkeypatch.delenv("KEYSENTRY_MONITOR_EXPIRING_DAYS")
+    assert (await api.client.call("DELETE", f"/v1/webhooks/{hook}", token=token)).status == 204
 
 
 async def test_the_secret_is_shown_once_and_nowhere_else(

@@ -19,6 +19,7 @@ from keysentry.monitor.policy import (
     backoff_bound,
     merge,
     next_check_at,
+    next_check_function,
     next_slot,
     phase_of,
     schedule,
@@ -58,8 +59,8 @@ def plan(previous: Status, current: Status, **kw: object) -> datetime:
 
 def test_public_api_is_pinned() -> None:
     assert set(policy_module.__all__) == {
-        "ConnectionState", "RecheckPolicy", "backoff_bound", "full_jitter", "merge", "next_check_at",
-        "next_slot", "phase_of", "schedule",
+        "ConnectionState", "NextCheck", "RecheckPolicy", "backoff_bound", "full_jitter", "merge",
+        "next_check_at", "next_check_function", "next_slot", "phase_of", "schedule",
     }  # fmt: skip
 
 
@@ -268,3 +269,42 @@ def test_schedule_reads_the_change_from_the_two_states() -> None:
     at = schedule(POLICY, before, flaky, now=NOW, rng=random.Random(2))
     assert NOW + POLICY.min_delay <= at <= NOW + max(POLICY.temporary_base, POLICY.min_delay)
     assert severity_of(after.last_known_status) is Severity.ERROR
+
+
+# -- the schedule as the lifecycle takes it (ConnectionService(next_check=...)) -----------------------
+
+
+def test_the_next_check_function_is_schedule_with_the_connections_own_phase() -> None:
+    plan = next_check_function(POLICY, random.Random(3))
+    healthy = [ConnectionState(connection_id=f"con-{i}", tenant_id="t", exchange="bybit") for i in range(50)]
+    for before in healthy:
+        before = merge(before, diagnosis(Status.CONNECTED), now=NOW - POLICY.interval)
+        after = merge(before, diagnosis(Status.CONNECTED), now=NOW)
+        planned = plan(before, after, NOW)
+        # the connection's slot, whoever asks and however often: never a random one
+        assert planned == next_slot(
+            before.connection_id, not_before=NOW + POLICY.interval / 2, interval=POLICY.interval
+        )
+        assert planned == plan(before, after, NOW) == schedule(POLICY, before, after, now=NOW)
+
+
+def test_the_next_check_function_confirms_a_change_and_backs_off_by_the_streaks_given() -> None:
+    before = state(Status.CONNECTED)
+    broken = merge(before, diagnosis(Status.EXPIRED), now=NOW)
+    assert next_check_function(POLICY)(before, broken, NOW) == NOW + POLICY.after_change
+    # the same random draws as the monitor's `schedule`: the same time for the same states
+    flaky = before
+    for failures in range(1, 6):
+        after = merge(flaky, diagnosis(Status.TEMPORARY_ISSUE), now=NOW)
+        assert after.temporary_failures == failures
+        by_function = next_check_function(POLICY, random.Random(failures))(flaky, after, NOW)
+        assert by_function == schedule(POLICY, flaky, after, now=NOW, rng=random.Random(failures))
+        assert by_function <= NOW + max(
+            backoff_bound(failures, base=POLICY.temporary_base, cap=POLICY.temporary_cap), POLICY.min_delay
+        )
+        flaky = after
+    still_broken = merge(broken, diagnosis(Status.EXPIRED), now=NOW)
+    assert still_broken.error_streak == 2
+    assert next_check_function(POLICY, random.Random(9))(broken, still_broken, NOW) == schedule(
+        POLICY, broken, still_broken, now=NOW, rng=random.Random(9)
+    )

@@ -23,11 +23,12 @@ from sqlalchemy import func, select, text, update
 from keysentry.connections import ConnectionService, NewKey
 from keysentry.diagnosis.engine import CheckOptions, DiagnosisEngine
 from keysentry.diagnosis.profiles import get_profile
-from keysentry.domain import Status
+from keysentry.domain import Diagnosis, Finding, Status, severity_of
 from keysentry.domain.secrets import Secret
 from keysentry.exchanges.transport import Timeouts, Transport
 from keysentry.monitor.celery_app import DistributedModeError, celery_config
 from keysentry.monitor.delivery import create_webhook
+from keysentry.monitor.policy import ConnectionState, merge, schedule
 from keysentry.monitor.scheduler import Monitor
 from keysentry.monitor.service import MonitorConfig, MonitorRuntime, next_check_function
 from keysentry.settings import Settings
@@ -477,17 +478,33 @@ def test_short_intervals_scale_the_whole_policy() -> None:
     assert quick.min_delay < quick.interval
 
 
-def test_the_service_schedule_spreads_keys_and_follows_the_policy() -> None:
+def test_the_service_schedule_spreads_keys_by_their_phase_and_follows_the_policy() -> None:
     policy = MonitorConfig().policy()
     plan = next_check_function(policy, random.Random(5))
     now = datetime(2026, 3, 10, tzinfo=UTC)
-    healthy = [plan(Status.CONNECTED, None, now) for _ in range(400)]
+
+    def added(
+        cid: str, status: Status = Status.CONNECTED, **kw: Any
+    ) -> tuple[ConnectionState, ConnectionState]:
+        first = ConnectionState(connection_id=cid, tenant_id="t", exchange="bybit")
+        found = Diagnosis("bybit", "mainnet", findings=findings_of(status), checked_at=now, **kw)
+        return first, merge(first, found, now=now)
+
+    healthy = [plan(*added(f"con_{i:04x}"), now) for i in range(400)]
     assert all(now + policy.interval / 2 <= t < now + policy.interval * 1.5 for t in healthy)
     assert max(healthy) - min(healthy) > policy.interval * 0.9  # spread over the interval
-    flaky = plan(Status.TEMPORARY_ISSUE, None, now)
+    # each at its own slot: the one the monitor plans for that id, every time
+    assert healthy[7] == plan(*added("con_0007"), now) == schedule(policy, *added("con_0007"), now=now)
+    flaky = plan(*added("con_x", Status.TEMPORARY_ISSUE), now)
     assert flaky <= now + max(policy.temporary_base, policy.min_delay)
-    expiring = plan(Status.CONNECTED, now + timedelta(days=7, hours=1), now)
+    expiring = plan(*added("con_y", expires_at=now + timedelta(days=7, hours=1)), now)
     assert expiring == now + timedelta(hours=1) + policy.expiry_grace
+
+
+def findings_of(status: Status) -> list[Finding]:
+    if status is Status.CONNECTED:
+        return []
+    return [Finding(status.value, severity_of(status), f"{status.value} seen", status=status)]
 
 
 def test_celery_settings_make_batches_at_least_once() -> None:

@@ -225,16 +225,37 @@ def test_backoff_grows_with_jitter_and_stays_capped() -> None:
         ("http://169.254.169.254/latest/meta-data", "public address"),
         ("http://[::1]/hook", "public address"),
         ("http://[::ffff:192.168.0.1]/hook", "public address"),
+        ("http://0.0.0.0/hook", "public address"),
+        ("http://224.0.0.1/hook", "public address"),  # multicast
+        # names that lead to loopback without asking DNS (RFC 6761)
+        ("http://localhost:8080/hook", "public address"),
+        ("http://LocalHost./hook", "public address"),
+        ("http://api.localhost/hook", "public address"),
+        # numeric IPv4 forms resolvers accept that are not address literals
+        ("http://127.1/hook", "public address"),
+        ("http://2130706433/hook", "public address"),
+        ("http://0x7f.1/hook", "public address"),
+        ("http://0177.0.0.1/hook", "public address"),
+        ("http://10.1/hook", "public address"),
+        ("http://127.0.0.1./hook", "public address"),
+        ("http://0/hook", "public address"),
     ],
 )
 def test_urls_keysentry_refuses(url: str, why: str) -> None:
-    with pytest.raises(WebhookURLError, match=why):
+    with pytest.raises(WebhookURLError, match=why) as refused:
         check_url(url)
+    assert "/hook" not in str(refused.value) and "meta-data" not in str(refused.value)  # never the URL
 
 
 def test_urls_keysentry_accepts() -> None:
     assert check_url("https://hooks.example.com/k/1?x=2").host == "hooks.example.com"
     assert check_url("http://127.0.0.1:8080/hook", allow_private=True).port == 8080
+    for allowed in ("http://localhost:8080/hook", "http://127.1/hook", "http://api.localhost/hook"):
+        assert check_url(allowed, allow_private=True).path == "/hook"
+    # names that merely look like the refused ones are names: checked when connecting
+    for name in ("https://localhost.example.com/h", "https://mylocalhost/h", "https://8.8.8.8.nip.example/h"):
+        assert check_url(name).host == name.split("/")[2]
+    assert check_url("http://8.8/hook").host == "8.8"  # shorthand of 8.0.0.8: public
 
 
 # -- delivery ------------------------------------------------------------------------------------------
@@ -328,12 +349,59 @@ async def test_a_refused_connection_is_retried(kit: Kit) -> None:
 
 async def test_private_addresses_are_refused_unless_allowed(receiver: Receiver) -> None:
     log = MemoryDeliveryLog()
+    port = receiver.base.rsplit(":", 1)[1]
     async with WebhookSender(log, sleep=Sleeps()) as sender:
         literal = await sender.deliver(event(), endpoint(receiver.url()))
-        named = await sender.deliver(event(), endpoint(receiver.url().replace("127.0.0.1", "localhost")))
+        # refused by check_url before connecting, as at registration: an endpoint stored while
+        # the operator allowed private networks is not sent to once they are no longer allowed
+        for host in ("localhost", "127.1", "2130706433", "0x7f.1", "api.localhost"):
+            shorthand = await sender.deliver(event(), endpoint(receiver.url().replace("127.0.0.1", host)))
+            assert not shorthand.delivered and shorthand.attempts == 1, host
+            assert shorthand.last.error == "not sent: " + webhooks_module._PRIVATE_URL, host
     assert receiver.received == []
     assert not literal.delivered and literal.attempts == 1 and "public address" in (literal.last.error or "")
-    assert not named.delivered and "private, loopback" in (named.last.error or "")
+    async with WebhookSender(MemoryDeliveryLog(), allow_private=True, sleep=Sleeps()) as sender:
+        allowed = await sender.deliver(event(), endpoint(f"http://localhost:{port}/hook/{TOKEN}"))
+        # aiohttp takes no shorthand IPv4: refused for good, not retried, and the URL not quoted
+        shorthand = await sender.deliver(event(), endpoint(f"http://127.1:{port}/hook/{TOKEN}"))
+    assert allowed.delivered and len(receiver.hook_calls) == 1
+    assert not shorthand.delivered and shorthand.attempts == 1
+    assert shorthand.last.error == "not sent: the HTTP client cannot use this URL"
+
+
+async def test_a_name_resolving_to_private_addresses_is_refused_naming_no_part_of_the_url(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class LoopbackDNS:
+        """Answers every name with the loopback address: a tenant's name pointed at our network."""
+
+        async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
+            return [
+                {"hostname": host, "host": "127.0.0.1", "port": port, "family": 2, "proto": 0, "flags": 0}
+            ]
+
+        async def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(webhooks_module, "DefaultResolver", LoopbackDNS)
+    port = receiver.base.rsplit(":", 1)[1]
+    host = f"{_TOKEN_TAIL}.hooks.example.com"  # a token in a subdomain, as some receivers use
+    log = MemoryDeliveryLog()
+    async with WebhookSender(log, sleep=Sleeps()) as sender:
+        result = await sender.deliver(event(), endpoint(f"http://{host}:{port}/hook/{TOKEN}?k={TOKEN}"))
+    assert receiver.received == []
+    assert not result.delivered
+    error = result.last.error or ""
+    assert error == "could not connect: the host resolves only to private, loopback or link-local addresses"
+    for attempt in log.attempts:
+        for part in (host, _TOKEN_TAIL, "/hook", "127.0.0.1", port):
+            assert part not in (attempt.error or ""), part
+
+
+async def test_connection_errors_name_no_host_or_address(kit: Kit) -> None:
+    result = await kit.sender.deliver(event(), endpoint(f"http://127.0.0.1:9/hook/{TOKEN}"))
+    assert not result.delivered
+    assert {a.error for a in kit.log.attempts} == {"could not connect: Connection refused"}
 
 
 async def test_events_go_only_to_their_tenants_endpoints(receiver: Receiver, kit: Kit) -> None:

@@ -1,4 +1,5 @@
-"""Per-tenant rate limits on the routes that make keysentry call an exchange with a key.
+"""Per-tenant rate limits on the routes that make keysentry call out: an exchange with a key
+(diagnose, add, update, refresh), or a URL the tenant chose (a webhook test).
 
 Moving windows from the `limits` library: in this process's memory by default, in Redis when
 KEYSENTRY_REDIS_URL is set (every API process then shares one budget per tenant). A limit hit

@@ -53,6 +53,7 @@ _KINDS = (
     Kind("connection-changed", 409, "The connection changed meanwhile"),
     Kind("credentials-unreadable", 409, "The stored key cannot be decrypted"),
     Kind("tenant-exists", 409, "This tenant exists already"),
+    Kind("too-many-webhooks", 409, "Too many webhook endpoints"),
     Kind("payload-too-large", 413, "Request body too large"),
     Kind("unsupported-media-type", 415, "Unsupported media type"),
     Kind("validation-error", 422, "The request is not valid"),

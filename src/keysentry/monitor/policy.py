@@ -12,12 +12,18 @@ Two pure rules, no I/O, no clock of their own (`now` and the random source are a
   instead of bunching where they were added; sooner just after each expiry warning threshold
   and at the expiry itself; soon after a status change (to confirm it); with capped exponential
   backoff and full jitter after temporary issues and while a key stays broken.
+
+`next_check_function(policy)` is `schedule` in the shape every recorder of a check takes
+(`NextCheck`: the state replaced, the state recorded, now): the monitor's scheduler and the
+lifecycle's add, refresh and key update (keysentry.connections) plan by the same call, with the
+connection's id (its phase), its last definitive status and its backoff streaks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -29,11 +35,13 @@ from keysentry.store.records import findings_from_json
 
 __all__ = [
     "ConnectionState",
+    "NextCheck",
     "RecheckPolicy",
     "backoff_bound",
     "full_jitter",
     "merge",
     "next_check_at",
+    "next_check_function",
     "next_slot",
     "phase_of",
     "schedule",
@@ -235,6 +243,22 @@ def schedule(
         expires_at=after.expires_at,
         rng=rng,
     )
+
+
+# (the stored state a check replaces, the state it records (`merge`), now) -> when to check again
+NextCheck = Callable[[ConnectionState, ConnectionState, datetime], datetime]
+
+
+def next_check_function(policy: RecheckPolicy, rng: random.Random | None = None) -> NextCheck:
+    """`schedule` by `policy` as a `NextCheck`: what `ConnectionService(next_check=...)` takes, so a
+    check recorded by hand is planned exactly as the monitor plans its own (same phase, same
+    re-check after a status change, same backoff from the same streaks)."""
+    source = rng if rng is not None else random.Random()
+
+    def next_check(before: ConnectionState, after: ConnectionState, now: datetime) -> datetime:
+        return schedule(policy, before, after, now=now, rng=source)
+
+    return next_check
 
 
 def _next_expiry_moment(expires_at: datetime, thresholds: tuple[int, ...], now: datetime) -> datetime | None:

@@ -6,14 +6,14 @@ Transport, the rate budget (in memory, or in Redis when KEYSENTRY_REDIS_URL is s
 every worker) and the webhook sender, in the running event loop, and `close()` closes them
 there. Both the local scheduler and the Celery workers use it.
 
-`next_check_function(config)` is the monitor's re-check policy in the shape
-`ConnectionService(next_check=...)` takes, so a key added or refreshed through the API or
-the CLI is scheduled by the same rule the monitor follows.
+`next_check_function(config.policy())` (keysentry.monitor.policy) is the monitor's re-check
+policy in the shape `ConnectionService(next_check=...)` takes, so a key added, updated or
+refreshed through the API or the CLI is scheduled by the same rule, with the same inputs
+(connection id, last definitive status, backoff streaks), as the monitor's own checks.
 """
 
 from __future__ import annotations
 
-import random
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keysentry.domain import Severity, Status, severity_of
-from keysentry.monitor.policy import RecheckPolicy, next_check_at
+from keysentry.monitor.policy import RecheckPolicy, next_check_function
 
 if TYPE_CHECKING:
     from keysentry.diagnosis.options import OptionsFactory
@@ -95,34 +94,6 @@ class MonitorConfig(BaseSettings):
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.lease_s)
-
-
-def next_check_function(
-    policy: RecheckPolicy, rng: random.Random | None = None
-) -> Callable[[Status, datetime | None, datetime], datetime]:
-    """The policy as `ConnectionService(next_check=...)` takes it.
-
-    The service does not pass the connection id, so its slot within the interval is drawn at
-    random: keys added together still spread evenly, and the monitor's first check moves each
-    to its own slot.
-    """
-    source = rng or random.Random()
-
-    def next_check(status: Status, expires_at: datetime | None, now: datetime) -> datetime:
-        temporary = status in (Status.TEMPORARY_ISSUE, Status.UNCHECKED)
-        return next_check_at(
-            policy,
-            connection_id=f"{source.random():.17f}",
-            now=now,
-            previous=Status.UNCHECKED,  # a first check, or one the monitor did not see coming
-            current=status,
-            temporary_failures=1 if temporary else 0,
-            error_streak=1 if severity_of(status) is Severity.ERROR else 0,
-            expires_at=expires_at,
-            rng=source,
-        )
-
-    return next_check
 
 
 def custom_profiles(settings: Settings) -> Mapping[str, Profile]:

@@ -14,8 +14,11 @@ event can arrive twice and receivers de-duplicate on the event id. Redirects are
 (the endpoint must be registered with its final URL); endpoint URLs must be http(s), and unless
 the operator allows private networks they must resolve to public addresses only, checked when
 connecting so a DNS answer cannot be swapped after the check (no server-side request forgery
-into the service's own network). Nothing logged or recorded carries the secret, the signature
-or the endpoint URL (webhook URLs often embed a token): the endpoint's id stands for it.
+into the service's own network); hosts that lead to a non-public address without DNS (address
+literals, `localhost`, shorthand IPv4 such as 127.1) are refused by `check_url` already. Nothing
+logged or recorded carries the secret, the signature or any part of the endpoint URL, its host
+included (webhook URLs often embed a token, in the path or in a subdomain): the endpoint's id
+stands for it, and connection errors are reduced to a reason that names no host or address.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import os
 import random
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -153,8 +158,15 @@ class WebhookEndpoint:
         return (self.secret,) if self.previous_secret is None else (self.secret, self.previous_secret)
 
 
+_PRIVATE_URL = (
+    "a webhook URL must point to a public address; private, loopback and link-local ones are refused"
+)
+
+
 def check_url(url: str, *, allow_private: bool = False) -> URL:
-    """The URL if keysentry may send to it: http(s), a host, no credentials, no private address literal."""
+    """The URL if keysentry may send to it: http(s), a host, no credentials and, unless
+    `allow_private`, no host that names a non-public address without asking DNS (see
+    `_names_a_private_host`). Registration and every delivery attempt call it."""
     try:
         parsed = URL(url)
     except (ValueError, TypeError):
@@ -163,22 +175,38 @@ def check_url(url: str, *, allow_private: bool = False) -> URL:
         raise WebhookURLError("a webhook URL must be an absolute http:// or https:// URL")
     if parsed.user is not None or parsed.password is not None:
         raise WebhookURLError("a webhook URL must not carry a user name or password")
-    if not allow_private:
-        try:
-            literal = ipaddress.ip_address(parsed.host)
-        except ValueError:
-            return parsed  # a name: its addresses are checked when connecting
-        if not _is_public(literal):
-            raise WebhookURLError(
-                "a webhook URL must point to a public address; private, loopback and link-local ones are refused"
-            )
+    if not allow_private and _names_a_private_host(parsed.host):
+        raise WebhookURLError(_PRIVATE_URL)
     return parsed
+
+
+def _names_a_private_host(host: str) -> bool:
+    """Whether the host leads to a non-public address without asking DNS: an address literal,
+    `localhost` and `*.localhost` (RFC 6761: loopback, answered locally), and the numeric IPv4
+    forms resolvers accept that are not address literals (127.1, 2130706433, 0x7f.1, 0177.0.0.1).
+    Other names are checked when connecting (`_PublicOnlyResolver`)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(name)
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except (OSError, ValueError):
+            return False  # a name: its addresses are checked when connecting
+    return not _is_public(address)
 
 
 def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_global and not address.is_multicast
+
+
+class _NonPublicHost(OSError):
+    """A name that resolved to non-public addresses only. Its message names no host: it ends up
+    in the delivery log, and a host can carry a token too."""
 
 
 class _PublicOnlyResolver(AbstractResolver):
@@ -193,7 +221,7 @@ class _PublicOnlyResolver(AbstractResolver):
         found = await self._inner.resolve(host, port, family)
         public = [r for r in found if _is_public(ipaddress.ip_address(r["host"]))]
         if not public:
-            raise OSError(f"{host} resolves only to private, loopback or link-local addresses")
+            raise _NonPublicHost("the host resolves only to private, loopback or link-local addresses")
         return public
 
     async def close(self) -> None:
@@ -432,6 +460,8 @@ class WebhookSender:
             )
         except aiohttp.ClientConnectorError as e:
             return _Answer(error=f"could not connect: {_reason(e)}", duration_ms=_ms(started))
+        except aiohttp.InvalidURL:  # its text quotes the URL; and no later attempt would fare better
+            return _Answer(error="not sent: the HTTP client cannot use this URL", retryable=False)
         except aiohttp.ClientError as e:
             return _Answer(error=f"the connection failed ({type(e).__name__})", duration_ms=_ms(started))
         duration = _ms(started)
@@ -446,9 +476,20 @@ class WebhookSender:
 
 
 def _reason(error: aiohttp.ClientConnectorError) -> str:
-    # The OS error only: aiohttp's own text repeats the host and port of the URL.
+    """Why connecting failed, in words that name neither the endpoint's host nor its address:
+    aiohttp's own text, the resolver's, TLS's and the socket's repeat them, so none is used as is."""
     os_error = error.os_error
-    return os_error.strerror or str(os_error) or type(os_error).__name__
+    if isinstance(os_error, _NonPublicHost):
+        return str(os_error)
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return "the endpoint's TLS certificate could not be verified"
+    if isinstance(os_error, ssl.SSLError):
+        return f"the TLS handshake failed ({os_error.reason or type(os_error).__name__})"
+    if isinstance(error, aiohttp.ClientConnectorDNSError) or isinstance(os_error, socket.gaierror):
+        return "the host name cannot be resolved"
+    if os_error.errno is not None and os_error.errno > 0:
+        return os.strerror(os_error.errno)  # "Connection refused", "Network is unreachable"...
+    return type(os_error).__name__
 
 
 def _seconds(value: str | None) -> float | None:

@@ -3,8 +3,9 @@
 Tables (migration 0003_monitor):
 
 - `connection_monitor`: per connection, the streaks that drive the re-check backoff
-  (temporary results in a row, definitive errors in a row). A row appears with the first check
-  the monitor records; no row means both are zero.
+  (temporary results in a row, definitive errors in a row). Every recorded check writes them,
+  the monitor's (`record_checks`) and the lifecycle's add, refresh and key update
+  (keysentry.connections), through `record_streaks`; no row means both are zero.
 - `webhooks`: a tenant's registered endpoints. The signing secret and the URL are vault
   ciphertexts (fields `webhook_secret` and `webhook_url`, bound to tenant and webhook id): a
   URL often carries a token of its own.
@@ -24,10 +25,10 @@ claimer vanished becomes due again when its lease ends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     Float,
@@ -57,13 +58,16 @@ __all__ = [
     "CheckResult",
     "Claim",
     "ConnectionMonitor",
+    "Streaks",
     "Webhook",
     "WebhookDelivery",
     "WebhookEvent",
     "claim_connections",
     "claim_deliveries",
     "load_batch",
+    "load_streaks",
     "record_checks",
+    "record_streaks",
     "release",
 ]
 
@@ -330,6 +334,43 @@ async def record_checks(
         _table(CheckRecord).insert(),
         [{c: getattr(by_id[cid].history, c) for c in history_columns} for cid in held],
     )
+    await record_streaks(
+        session,
+        {cid: Streaks(by_id[cid].temporary_failures, by_id[cid].error_streak) for cid in held},
+        now=now,
+    )
+    return set(held)
+
+
+# -- backoff streaks ---------------------------------------------------------------------------------
+
+
+class Streaks(NamedTuple):
+    """A connection's backoff streaks (the `connection_monitor` columns of the same names)."""
+
+    temporary_failures: int = 0
+    error_streak: int = 0
+
+
+async def load_streaks(session: AsyncSession, connection_id: str) -> Streaks:
+    """The stored streaks of one connection (zeros when it has no row yet). Read them in the
+    transaction that records the next check, after locking the connection's row, so they are
+    the ones that check replaces."""
+    row = (
+        await session.execute(
+            select(ConnectionMonitor.temporary_failures, ConnectionMonitor.error_streak).where(
+                ConnectionMonitor.connection_id == connection_id
+            )
+        )
+    ).one_or_none()
+    return Streaks(int(row[0]), int(row[1])) if row is not None else Streaks()
+
+
+async def record_streaks(session: AsyncSession, streaks: Mapping[str, Streaks], *, now: datetime) -> None:
+    """Store the streaks after recorded checks (connection id -> streaks), inside the transaction
+    that records those checks: the one write of the counters, for the monitor and the lifecycle."""
+    if not streaks:
+        return
     insert = pg_insert if _is_postgresql(session) else sqlite_insert
     upsert = insert(_table(ConnectionMonitor))
     upsert = upsert.on_conflict_do_update(
@@ -345,14 +386,13 @@ async def record_checks(
         [
             {
                 "connection_id": cid,
-                "temporary_failures": by_id[cid].temporary_failures,
-                "error_streak": by_id[cid].error_streak,
+                "temporary_failures": s.temporary_failures,
+                "error_streak": s.error_streak,
                 "updated_at": now,
             }
-            for cid in held
+            for cid, s in streaks.items()
         ],
     )
-    return set(held)
 
 
 async def release(session: AsyncSession, connection_id: str, *, lease_until: datetime, at: datetime) -> bool:

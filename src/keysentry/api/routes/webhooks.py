@@ -4,26 +4,32 @@ Tenant-scoped like /v1/connections: the tenant comes from the token, every query
 it, and another tenant's webhook answers 404 exactly like one that does not exist. The signing
 secret is in the answer that registers the endpoint and nowhere else (`Cache-Control:
 no-store`); docs/webhooks.md shows a receiver how to verify it.
+
+Which URLs are refused is keysentry.monitor.webhooks.check_url's business, so registration and
+every delivery refuse the same ones. A test event makes the service call the tenant's URL at
+once: it is rate-limited per tenant like the routes that call an exchange
+(KEYSENTRY_RATE_LIMIT_WEBHOOK_TEST).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
+import logging
 import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from keysentry.api.deps import State, Tenant, valid_id
+from keysentry.api.deps import State, Tenant, rate_limit, valid_id
 from keysentry.api.problems import ApiProblem, invalid
 from keysentry.api.spec import problem_responses
 
 if TYPE_CHECKING:
     from keysentry.monitor.delivery import WebhookView
     from keysentry.vault import Vault
+
+log = logging.getLogger("keysentry.api")
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
@@ -143,38 +149,29 @@ def _vault(state: State) -> Vault:
 
 
 def _allow_private() -> bool:
+    """KEYSENTRY_MONITOR_WEBHOOK_ALLOW_PRIVATE, read as the monitor reads it. An API that builds its
+    own runtime has read these settings at start (a bad value refuses to start); one given its
+    service (embedded, tests) reads them here, and a bad value answers 503, never a 500."""
+    from pydantic import ValidationError
+
     from keysentry.monitor.service import MonitorConfig
 
-    return MonitorConfig().webhook_allow_private
-
-
-PRIVATE = "a webhook URL must point to a public address; private, loopback and link-local ones are refused"
-
-
-def _names_a_private_host(url: str) -> bool:
-    """Hosts that lead to a non-public address without asking DNS: `localhost` and the numeric
-    IPv4 forms (127.1, 2130706433, 0x7f.1) that are not address literals to check_url. Sending to
-    them is refused when connecting anyway; refusing them here says so when they are registered."""
-    from yarl import URL
-
     try:
-        host = (URL(url).host or "").lower().rstrip(".")
-    except (ValueError, TypeError):
-        return False  # check_url names the problem
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.IPv4Address(socket.inet_aton(host))
-    except (OSError, ValueError):
-        return False  # a name: its addresses are checked when connecting
-    return not address.is_global or address.is_multicast
+        return MonitorConfig().webhook_allow_private
+    except ValueError as e:  # ValidationError, or pydantic-settings' SettingsError
+        names = sorted({str(err["loc"][0]) for err in e.errors()}) if isinstance(e, ValidationError) else []
+        # the field names only: a value could be anything the operator typed
+        log.error("invalid KEYSENTRY_MONITOR_* settings: %s", ", ".join(names) or type(e).__name__)
+        raise ApiProblem(
+            "unavailable", "the service's webhook settings are invalid; its operator has been told"
+        ) from None
 
 
 @router.post(
     "",
     status_code=201,
     summary="Register a webhook endpoint; its signing secret is in this answer only",
-    responses=problem_responses(401, 403, 413, 422, 503),
+    responses=problem_responses(401, 403, 409, 413, 422, 503),
 )
 async def create_webhook(
     body: WebhookCreate, state: State, tenant: Tenant, response: Response
@@ -184,8 +181,6 @@ async def create_webhook(
 
     fix = "register the endpoint's public https:// URL"
     allow_private = _allow_private()
-    if not allow_private and _names_a_private_host(body.url):
-        raise invalid("url", PRIVATE, fix)
     try:
         view, secret = await delivery.create_webhook(
             state.service.db,
@@ -204,9 +199,12 @@ async def create_webhook(
         # The lifecycle's sentences are written for the caller and never quote the URL.
         if "event type" in str(e):
             raise invalid("event_types", str(e), f"use {EVENT_TYPES_HELP}") from None
-        if f"at most {delivery.MAX_WEBHOOKS_PER_TENANT}" in str(e):
-            raise invalid(
-                "body", str(e), "delete an endpoint you no longer use (DELETE /v1/webhooks/{webhook_id})"
+        if f"at most {delivery.MAX_WEBHOOKS_PER_TENANT} webhooks" in str(e):
+            # a valid request the tenant's current endpoints leave no room for: a conflict, not a field
+            raise ApiProblem(
+                "too-many-webhooks",
+                f"this tenant has {delivery.MAX_WEBHOOKS_PER_TENANT} webhook endpoints, the most it may "
+                "register; delete one it no longer uses (DELETE /v1/webhooks/{webhook_id}) first",
             ) from None
         raise invalid("body", str(e), "see docs/webhooks.md") from None
     response.headers["Location"] = f"/v1/webhooks/{view.id}"
@@ -264,9 +262,18 @@ async def delete_webhook(state: State, tenant: Tenant, webhook_id: WebhookId) ->
 @router.post(
     "/{webhook_id}/test",
     summary="Send a webhook.test event to the endpoint now, and say how it answered",
-    responses=problem_responses(401, 403, 404, 422, 503),
+    description=(
+        "Rate-limited per tenant (KEYSENTRY_RATE_LIMIT_WEBHOOK_TEST): past the limit, "
+        "429 `rate-limited` with Retry-After."
+    ),
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
 )
-async def test_webhook(state: State, tenant: Tenant, webhook_id: WebhookId) -> TestResult:
+async def test_webhook(
+    state: State,
+    tenant: Tenant,
+    webhook_id: WebhookId,
+    _: Annotated[None, Depends(rate_limit("webhook_test"))],
+) -> TestResult:
     from keysentry.monitor import delivery
     from keysentry.monitor.webhooks import RetryPolicy, WebhookSender
 
