@@ -5,8 +5,11 @@
                                               newest key version
 
 This process is a zygote: it imports everything once, then for each "fork" line on stdin forks
-a child that opens the store and does the work, printing "ready <pid>" when it starts. The test
-kills that child with SIGKILL; the zygote reaps it and prints "exit <code>" (-9 when killed).
+a child that opens the store and does the work, printing "ready <pid>" when it starts. On the
+next line ("kill") the zygote kills that child with SIGKILL, reaps it and prints "exit <code>"
+(-9 when killed; 0 when the work had ended, after "done <n>"). The zygote, not the test, sends
+the signal: until the zygote reaps the child its pid cannot be reused, so a kill that comes after
+the work ended can never hit another process of the machine.
 So each kill costs a fork, not a Python start, and the test can afford many of them.
 
 The plan names the database (url, schema), the vault directory and, for `update`, the simulator
@@ -20,6 +23,7 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -31,12 +35,18 @@ from keysentry.diagnosis.engine import CheckOptions, DiagnosisEngine
 from keysentry.diagnosis.profiles import get_profile
 from keysentry.domain.secrets import Secret
 from keysentry.exchanges.transport import Timeouts, Transport
+from keysentry.store import connections as repo
+from keysentry.store import credentials as creds
 from keysentry.store.db import Database
 from keysentry.store.rewrap import StoreRewrapTargets
 from keysentry.vault import RewrapReport, Vault, rewrap
 
-# What the work imports lazily, imported once here so that each forked child starts at once.
+# What the work imports lazily, imported once here so that each forked child starts at once
+# (ConnectionService() alone imports ~85 modules, pydantic among them: a second or more per child
+# on a loaded machine, where the child must be ready within the test's READY_TIMEOUT_S).
 PRELOAD = (
+    "keysentry.monitor.policy",
+    "keysentry.monitor.service",
     "aiosqlite",
     "asyncpg",
     "sqlalchemy.dialects.sqlite.aiosqlite",
@@ -71,7 +81,15 @@ async def _update(plan: dict[str, Any]) -> None:
             cid: [NewKey(k["api_key"], Secret(k["secret"])) for k in pair]
             for cid, pair in plan["connections"].items()
         }
-        turn = dict.fromkeys(keys, 0)
+        # start each connection with the key that is NOT current: a child that began with the
+        # current key would spend its first round trip on DuplicateKey, and on a loaded machine
+        # many children were killed before they had switched anything (no crash mid-update tested)
+        turn: dict[str, int] = {}
+        async with db.session() as s:
+            for cid, pair in keys.items():
+                row = await repo.get_live(s, "local", cid)
+                current = row.api_key_hash if row is not None else None
+                turn[cid] = int(current == creds.api_key_hash(vault, pair[0].api_key))
 
         async def switch(cid: str) -> None:
             while True:
@@ -123,12 +141,12 @@ def main() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     print("zygote", flush=True)
-    for line in sys.stdin:
-        if line.strip() != "fork":
-            break
+    while sys.stdin.readline().strip() == "fork":
         pid = os.fork()
         if pid == 0:
             _child(mode, plan)
+        sys.stdin.readline()  # "kill" (or EOF: the test is gone)
+        os.kill(pid, signal.SIGKILL)  # not reaped yet: `pid` is still this child, even if it ended
         _, status = os.waitpid(pid, 0)
         print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
 

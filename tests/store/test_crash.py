@@ -8,6 +8,12 @@ Rewrap: the vault is rotated and a worker rewraps credentials and webhooks; it i
 random points. After each kill every secret (credential fields, webhook URLs and secrets) still
 decrypts; at the end a rewrap run completes and every secret is on the newest key version.
 
+Kill moments are random but adaptive, so that a slow (loaded) machine still has its kills land
+in the middle of the work and a fast one does not see the work end first: each round's delay is
+drawn from [0, scale], and the scale grows after a round killed before any work was committed and
+shrinks after a round whose work had ended (or went far). Rounds go on past the planned count,
+within a bound, until enough kills have landed mid-work; the test asserts that they did.
+
 The random seed is printed with each failure: rerun with KEYSENTRY_CRASH_SEED=<seed>.
 """
 
@@ -51,12 +57,20 @@ from store.backends import (
 )
 
 WORKER = Path(__file__).with_name("crash_worker.py")
-UPDATE_KILLS = 20
+UPDATE_KILLS = 20  # rounds planned; more (up to UPDATE_MAX_ROUNDS) while too few made progress
+UPDATE_MAX_ROUNDS = 45
+UPDATE_MIN_PRODUCTIVE = 5  # rounds in which updates committed before the kill
 REWRAP_KILLS = 15
+REWRAP_MAX_ROUNDS = 40
+REWRAP_MIN_MID = 3  # kills that landed with the store part on the new key version, part on older
+MAX_SCALE_S = 4.0
 REWRAP_WEBHOOKS = 10
 READY_TIMEOUT_S = 30.0
 # A SIGKILL waits for a disk write in progress (an fsync of the WAL under a loaded CI disk): give it time.
+# While the child is still in uninterruptible sleep (state D: the kernel finishing that I/O) the
+# wait goes on, up to EXIT_PATIENCE waits in all; any other state at a timeout is a failure.
 EXIT_TIMEOUT_S = 20.0
+EXIT_PATIENCE = 4
 SEED = int(os.environ.get("KEYSENTRY_CRASH_SEED", random.randrange(1 << 30)))
 
 
@@ -77,6 +91,8 @@ class Zygote:
         self.mode, self.plan, self.master_key = mode, plan, master_key
         self.proc: asyncio.subprocess.Process | None = None
         self.output: list[str] = []
+        self.errors = bytearray()
+        self._drain: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Zygote:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSENTRY_")}
@@ -91,42 +107,75 @@ class Zygote:
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
+        # read stderr all along: a full pipe (64 KiB) would block the next child's or the zygote's
+        # write to it, which looks exactly like a worker that is never ready or never reaped
+        self._drain = asyncio.create_task(self._read_errors())
         assert await self._line() == "zygote", await self._failure()
         return self
+
+    async def _read_errors(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self.errors += chunk
 
     async def _line(self, timeout_s: float = READY_TIMEOUT_S) -> str:
         assert self.proc is not None and self.proc.stdout is not None
         raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        if not raw:
+            # EOF: the zygote is gone. Without this the wait for "exit" below would read "" forever
+            # (a pytest-timeout with no reason given)
+            raise AssertionError(
+                f"the zygote ended (said {self.output[-5:]}; seed {SEED}): {await self._failure()}"
+            )
         line = raw.decode(errors="replace").strip()
         self.output.append(line)
         return line
 
     async def _failure(self) -> str:
-        assert self.proc is not None and self.proc.stderr is not None
+        assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.kill()
-        return (await self.proc.stderr.read()).decode(errors="replace")[-3000:]
+        if self._drain is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._drain), 10)
+        return self.errors.decode(errors="replace")[-3000:]
 
     async def run_until_killed(self, delay_s: float) -> bool:
         """Fork a worker, let it work `delay_s`, SIGKILL it. True if it was still working then."""
         assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.write(b"fork\n")
         await self.proc.stdin.drain()
-        ready = await self._line()
+        try:
+            ready = await self._line()
+        except TimeoutError:
+            raise AssertionError(
+                f"worker not ready within {READY_TIMEOUT_S} s (seed {SEED}): {await self._failure()}"
+            ) from None
         if not ready.startswith("ready "):
             raise AssertionError(f"worker did not start ({ready!r}): {await self._failure()}")
         await asyncio.sleep(delay_s)
         pid = int(ready.split()[1])
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)  # no cleanup, no rollback, no flush
-        try:
-            while not (line := await self._line(EXIT_TIMEOUT_S)).startswith("exit "):
-                pass  # "done <n>" when the work ended before the kill
-        except TimeoutError:
-            raise AssertionError(
-                f"worker {pid} killed {delay_s:.3f} s after start is not reaped ({_proc_state(pid)}); "
-                f"zygote said {self.output[-5:]}; seed {SEED}"
-            ) from None
+        # the zygote sends the SIGKILL (no cleanup, no rollback, no flush): it has not reaped the
+        # child yet, so the pid is still the child's even when its work has ended
+        self.proc.stdin.write(b"kill\n")
+        await self.proc.stdin.drain()
+        waits = 0
+        while True:
+            try:
+                line = await self._line(EXIT_TIMEOUT_S)
+            except TimeoutError:
+                waits += 1
+                state = _proc_state(pid)
+                if state.startswith("state D") and waits < EXIT_PATIENCE:
+                    continue  # the kernel is finishing a disk write of the killed child
+                raise AssertionError(
+                    f"worker {pid} killed {delay_s:.3f} s after start is not reaped after "
+                    f"{waits * EXIT_TIMEOUT_S:.0f} s ({state}); zygote said {self.output[-5:]}; "
+                    f"seed {SEED}; stderr: {self.errors.decode(errors='replace')[-2000:]}"
+                ) from None
+            if line.startswith("exit "):
+                break
+            # else "done <n>": the work ended before the kill
         code = int(line.split()[1])
         if code != -signal.SIGKILL:
             assert code == 0, f"worker failed: {await self._failure()}"
@@ -141,7 +190,9 @@ class Zygote:
             if self.proc.returncode is None:
                 self.proc.kill()
                 await self.proc.wait()
-        errors = (await self.proc.stderr.read()).decode(errors="replace")
+            if self._drain is not None:
+                await asyncio.wait_for(self._drain, 10)
+        errors = self.errors.decode(errors="replace")
         canary.assert_no_leak("\n".join(self.output) + errors, "the worker's output")
 
 
@@ -213,12 +264,28 @@ async def test_update_credentials_survives_sigkill_anywhere(db_target: Target, t
                 )
             )
             progress = [0]
+            productive = 0  # rounds in which updates were committed before the kill
+            scale = 0.3
             async with Zygote("update", plan, master) as zygote:
-                for _ in range(UPDATE_KILLS):
-                    await zygote.run_until_killed(rng.uniform(0.01, 0.3))
+                rounds = 0
+                while rounds < UPDATE_KILLS or (
+                    productive < UPDATE_MIN_PRODUCTIVE and rounds < UPDATE_MAX_ROUNDS
+                ):
+                    rounds += 1
+                    await zygote.run_until_killed(rng.uniform(0.01, scale))
                     progress.append(await check_updates(db, vault, by_id))
+                    made = progress[-1] - progress[-2]
+                    productive += made > 0
+                    # too slow to commit an update (a loaded machine): give the next one longer;
+                    # several updates in one round: kill sooner, so kills keep landing early too
+                    if made == 0:
+                        scale = min(scale * 1.4, MAX_SCALE_S)
+                    elif made > 2:
+                        scale = max(scale * 0.7, 0.3)
             # the kills landed while updates were happening, and the store still takes updates
-            assert progress[-1] >= 5, f"too few updates ran between kills: {progress}"
+            assert productive >= UPDATE_MIN_PRODUCTIVE, (
+                f"too few rounds committed updates before their kill: {progress} (seed {SEED})"
+            )
             for cid, pair in by_id.items():
                 for key in pair:
                     await _update_until_settled(b, cid, key)
@@ -271,17 +338,31 @@ async def test_rewrap_survives_sigkill_anywhere_and_completes(db_target: Target,
                 }
             )
         )
-        mixed_after_kill = 0
+        mid_rewrap = 0  # kills that landed after some secrets moved to the new version, not all
+        outcomes: list[str] = []
+        scale = 0.25
         async with Zygote("rewrap", plan, master) as zygote:
-            for _ in range(REWRAP_KILLS):
+            while len(outcomes) < REWRAP_KILLS or (
+                mid_rewrap < REWRAP_MIN_MID and len(outcomes) < REWRAP_MAX_ROUNDS
+            ):
                 vault.rotate()  # each round has a newer version to move to
-                killed = await zygote.run_until_killed(rng.uniform(0.0, 0.25))
+                killed = await zygote.run_until_killed(rng.uniform(0.0, scale))
                 assert await open_all(db, vault) == held, f"a secret no longer opens (seed {SEED})"
                 assert await _open_webhooks(db, vault) == hooks, f"a webhook no longer opens (seed {SEED})"
                 spread = await _versions_in_use(db)
                 assert max(spread) <= vault.current_version
-                mixed_after_kill += killed and len(spread) > 1
-        assert mixed_after_kill >= 1, f"no kill landed in the middle of a rewrap (seed {SEED})"
+                if killed and vault.current_version in spread and len(spread) > 1:
+                    mid_rewrap += 1
+                    outcomes.append("mid")
+                elif killed and vault.current_version not in spread:
+                    outcomes.append("early")  # before the first batch committed: wait longer
+                    scale = min(scale * 1.5, MAX_SCALE_S)
+                else:
+                    outcomes.append("late")  # the rewrap had ended (or all but ended): kill sooner
+                    scale = max(scale * 0.7, 0.02)
+        assert mid_rewrap >= REWRAP_MIN_MID, (
+            f"too few kills landed in the middle of a rewrap: {outcomes} (seed {SEED})"
+        )
         report = await _rewrap_store(db, vault, batch=50)
         assert report.ok
         assert await _versions_in_use(db) == {vault.current_version}
