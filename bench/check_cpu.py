@@ -14,6 +14,10 @@ pinned to the other core, rate limits lifted), these ways to learn about a healt
 Two more phases split keysentry's cost, so a miss points at its cause:
 
 - transport: the raw request sent through keysentry's `Transport.request` (its HTTP layer alone);
+- requests: each check's own HTTP requests (signed just before the phase) sent through
+  `Transport.request` the way a check sends them, in parallel, the first in the calling task and
+  the others in tasks of their own; nothing else: the floor a check's design sets (its calls,
+  POST bodies included, and the tasks that make them concurrent);
 - logic: the same checks answered in-process from recorded answers (no network): cleaning,
   signing, classification, the decision and the wording.
 
@@ -39,6 +43,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import json
 import os
 import pstats
 import sys
@@ -118,6 +123,8 @@ class Samples:
     raw_ms: list[float] = field(default_factory=list)
     transport_ms: list[float] = field(default_factory=list)
     check_ms: list[float] = field(default_factory=list)
+    requests_ms: list[float] = field(default_factory=list)  # the check's requests alone, in parallel
+    requests_gc_ms: list[float] = field(default_factory=list)
     logic_ms: list[float] = field(default_factory=list)
     naive_ms: list[float] = field(default_factory=list)
     fixed_ms: list[float] = field(default_factory=list)  # keysentry with the prototyped fixes
@@ -191,6 +198,40 @@ class ReplayTransport:
         return None
 
 
+class SpyTransport(ReplayTransport):
+    """`ReplayTransport` that also keeps every request sent: (method, url, headers, body)."""
+
+    def __init__(self, answers: Mapping[str, Any]) -> None:
+        super().__init__(answers)
+        self.sent: list[tuple[str, str, Mapping[str, str] | None, bytes | None]] = []
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        egress_ip: str | None = None,
+        timeouts: Any = None,
+    ) -> Any:
+        self.sent.append((method, url, headers, body))
+        return await super().request(method, url, headers=headers, body=body)
+
+
+async def signed_requests(
+    answers: Mapping[str, Any], exchange: str, url: str, keys: Sequence[BenchKey], n: int, calls: int
+) -> list[list[tuple[str, str, Mapping[str, str] | None, bytes | None]]]:
+    """The requests of n checks, signed now by keysentry itself (one check at a time)."""
+    spy = SpyTransport(answers)
+    one = _checker(spy, exchange, url, keys)
+    for i in range(n):
+        await one(i)
+    if len(spy.sent) != n * calls:
+        raise SystemExit(f"{exchange}: {len(spy.sent)} requests for {n} checks of {calls} calls")
+    return [spy.sent[i : i + calls] for i in range(0, len(spy.sent), calls)]
+
+
 class RecordingTransport(CountingTransport):
     """Counts requests and keeps the last answer per URL path, for `ReplayTransport`."""
 
@@ -228,6 +269,21 @@ def _checker(
         return await engine.diagnose(exchange, k.api_key, k.secret, k.passphrase, options)
 
     return one
+
+
+def _code(body: bytes) -> Any:
+    data = json.loads(body)
+    return (data.get("code"), data.get("retCode")) if isinstance(data, dict) else None
+
+
+def _as_recorded(
+    recorded: Mapping[str, Any], batch: Sequence[tuple[str, str, Any, Any]], got: Sequence[Any]
+) -> bool:
+    """Whether requests sent alone got the answers the healthy check got (status and the exchange's code)."""
+    expected = [recorded[url.partition("?")[0]] for _, url, _, _ in batch]
+    return all(
+        a.status == e.status and _code(a.body) == _code(e.body) for a, e in zip(got, expected, strict=True)
+    )
 
 
 def _healthy(exchange: str, diagnoses: Sequence[Any]) -> None:
@@ -270,6 +326,15 @@ async def measure(ccxt_async: Any, exchange: str, url: str, args: argparse.Names
 
         check = _checker(transport, exchange, url, keys)
         logic = _checker(ReplayTransport(recording.answers), exchange, url, keys)
+        calls = round(s.calls)
+        batches: list[list[tuple[str, str, Mapping[str, str] | None, bytes | None]]] = []
+
+        async def requests(i: int) -> list[Any]:
+            from keysentry.exchanges.base import ExchangeAdapter
+
+            sends = (transport.request(m, u, headers=h, body=b) for m, u, h, b in batches[i])
+            return await ExchangeAdapter.gather(*sends)
+
         warm_raw = await run_workers(args.raw, inflight, raw)
         if not all(answered_ok(exchange, status, body) for status, body in warm_raw):
             raise SystemExit(f"{exchange}: the raw request was refused; the bench scenario is broken")
@@ -277,6 +342,9 @@ async def measure(ccxt_async: Any, exchange: str, url: str, args: argparse.Names
         if not all(answered_ok(exchange, a.status, a.body) for a in warm_transport):
             raise SystemExit(f"{exchange}: the raw request sent through Transport was refused")
         _healthy(exchange, await run_workers(args.checks, args.concurrency, logic))
+        batches = await signed_requests(recording.answers, exchange, url, keys, args.checks, calls)
+        if not _as_recorded(recording.answers, batches[0], await requests(0)):
+            raise SystemExit(f"{exchange}: a check's own requests, sent alone, got other answers")
         if not all(isinstance(a, dict) for a in await run_workers(3, 3, naive)):
             raise SystemExit(f"{exchange}: the naive ccxt check got no answer")
 
@@ -296,6 +364,16 @@ async def measure(ccxt_async: Any, exchange: str, url: str, args: argparse.Names
             s.check_ms.append(ms)
             ms, done = await timed(args.checks, args.concurrency, logic)
             s.logic_ms.append(ms)
+            # Signed just before (outside the measurement): timestamps stay within every window.
+            batches = await signed_requests(recording.answers, exchange, url, keys, args.checks, calls)
+            gc_before = GC.total
+            ms, sent = await timed(args.checks, args.concurrency, requests)
+            s.requests_gc_ms.append((GC.total - gc_before) / args.checks * 1000)
+            if not all(_as_recorded(recording.answers, b, a) for b, a in zip(batches, sent, strict=True)):
+                raise SystemExit(
+                    f"{exchange}: a check's own requests got other answers during the measurement"
+                )
+            s.requests_ms.append(ms)
             if args.prototype:
                 undo = apply_prototypes()
                 try:
@@ -392,12 +470,16 @@ def report(samples: dict[str, Samples], missing: Sequence[str], args: argparse.N
             f"({naive_ratio:.1f}x cheaper, target >= {TARGET_NAIVE:g}x)"
         )
         rest = check - logic - s.calls * transport
+        requests = median(s.requests_ms)
         splits.append(
             f"{ex}: check {check:.3f} = logic {logic:.3f} + {s.calls:g} x Transport {transport:.3f} "
             f"+ {rest:.3f} rest; garbage collection {median(s.check_gc_ms):.3f} of the check "
             f"({median(s.raw_gc_ms):.3f} of a raw request); budget at the target "
-            f"{TARGET_PER_CALL * raw * s.calls:.3f}; rounds: raw {_range(s.raw_ms)}, check "
-            f"{_range(s.check_ms)}, logic {_range(s.logic_ms)}"
+            f"{TARGET_PER_CALL * raw * s.calls:.3f}; the check's own requests alone, in parallel: "
+            f"{requests:.3f}, {_ratios(s.requests_ms, s.raw_ms, s.calls):.2f}x the raw request per call "
+            f"(garbage collection {median(s.requests_gc_ms):.3f}); "
+            f"rounds: raw {_range(s.raw_ms)}, check {_range(s.check_ms)}, logic {_range(s.logic_ms)}, "
+            f"requests {_range(s.requests_ms)}"
         )
     for line in verdicts:
         print(line)

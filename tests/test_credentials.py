@@ -12,12 +12,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from keysentry.credentials import (  # the private pipeline only for the idempotence property
+from keysentry.credentials import (  # the private pipeline only for the properties about it
     _EXCHANGES,
     SUPPORTED_EXCHANGES,
     CleanedInput,
     FieldName,
     _clean,
+    _clean_as_given,
+    _clean_credentials,
     check_field,
     clean_credentials,
     requires_passphrase,
@@ -582,6 +584,55 @@ def test_property_cleaned_credentials_clean_to_themselves(
     again = clean(exchange, *revealed(first))
     assert not again.changed and revealed(again) == revealed(first)
     assert not set(codes(again)) & CLEANING_CODES
+
+
+def full_pipeline(exchange: str, key: str, secret: str, pp: str | None, version: int = 2) -> CleanedInput:
+    return _clean_credentials(exchange, _EXCHANGES[exchange], key, secret, pp or None, version)
+
+
+# Values of every exchange's fields, and near misses: each field may get any of them.
+NEAR_MISSES = [v for creds in VALID.values() for v in creds if v is not None] + [
+    '"Tr4de-Bot!2024"',
+    "'kc-pass7'",
+    "kc-pass7 ",
+    "",
+    " ",
+    "short",
+    "8D1C5E2F7A9B3C4D6E0F1A2B3C4D5E6",
+    "Ӏx",
+]
+any_field = st.one_of(st.sampled_from(NEAR_MISSES), st.text(st.sampled_from([*PRINTABLE, *NOISE, "а"])))
+
+
+@settings(max_examples=400)
+@given(
+    st.sampled_from(SUPPORTED_EXCHANGES),
+    any_field,
+    any_field,
+    st.none() | any_field,
+    st.sampled_from([1, 2, 3]),
+)
+def test_property_the_shortcut_for_clean_input_agrees_with_the_full_pipeline(
+    exchange: str, key: str, secret: str, pp: str | None, version: int
+) -> None:
+    # clean_credentials takes a shortcut when nothing needs cleaning; it must change no result.
+    expected = full_pipeline(exchange, key, secret, pp, version)
+    assert clean_credentials(exchange, key, secret, pp, key_version=version) == expected
+
+
+@settings(max_examples=100)
+@given(valid_credentials(), st.booleans())
+def test_property_valid_input_takes_the_shortcut_to_the_same_result(
+    creds: tuple[str, str, str, str | None], swapped: bool
+) -> None:
+    exchange, key, secret, pp = creds
+    if swapped:
+        key, secret = secret, key
+    shortcut = _clean_as_given(_EXCHANGES[exchange], key, secret, pp, 2)
+    assert (shortcut is not None) == (
+        not swapped or _EXCHANGES[exchange].api_key == _EXCHANGES[exchange].secret
+    )
+    assert clean(exchange, key, secret, pp) == full_pipeline(exchange, key, secret, pp)
 
 
 CORRUPTIONS = st.sampled_from(["", " ", "\u200b", "а", "Ӏ", "€", "–", '"', "x", "１"])

@@ -533,3 +533,51 @@ def test_public_api_is_pinned_and_loads_lazily() -> None:
     assert diagnosis.finding is finding
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = diagnosis.no_such_name
+
+
+# -- the cache of rendered findings ------------------------------------------------------------------
+
+P_ = Permission
+EQUAL_BUT_READ_APART: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("key_rotation_age", {"age_days": 100, "max_age_days": 90}, {"age_days": 100.0, "max_age_days": 90}),
+    ("server_time_offset", {"offset_ms": 1}, {"offset_ms": True}),
+    ("server_time_offset", {"offset_ms": 0.0}, {"offset_ms": -0.0}),
+    (
+        "permissions_broader_than_needed",
+        {"excess_permissions": {P_.MARGIN_TRADE, P_.FUTURES_TRADE}, "profile": "trading"},
+        {"excess_permissions": {"margin_trade", "futures_trade"}, "profile": "trading"},
+    ),
+    (
+        "permissions_broader_than_needed",
+        {"excess_permissions": frozenset({P_.MARGIN_TRADE}), "profile": "trading"},
+        {"profile": "trading", "excess_permissions": [P_.MARGIN_TRADE]},  # other order, other kind
+    ),
+    ("pair_not_tradable", {"pairs": ["BTC/USDT", "ETH/USDT"]}, {"pairs": ("ETH/USDT", "BTC/USDT")}),
+]
+
+
+@pytest.mark.parametrize(("code", "first", "second"), EQUAL_BUT_READ_APART)
+def test_cached_findings_are_the_ones_built_for_the_very_same_details(
+    code: str, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    # `finding` reuses what it rendered for equal inputs; inputs Python calls equal but that read
+    # differently (1 and True, 0.0 and -0.0, a set of enums and of strings) each get their own.
+    catalog._CACHE.clear()
+    for details in (first, second, first, second):
+        cached = finding(code, exchange="okx", **details)
+        built = catalog.build_finding(code, exchange="okx", **details)
+        assert cached == built
+        assert list(cached.details) == list(built.details)  # the order given, too
+        assert json.dumps(cached.to_json()) == json.dumps(built.to_json())
+
+
+def test_findings_are_rendered_once_for_the_same_details() -> None:
+    catalog._CACHE.clear()
+    details = {"excess_permissions": frozenset({P_.MARGIN_TRADE}), "profile": "trading"}
+    first = finding("permissions_broader_than_needed", exchange="okx", **details)
+    again = finding("permissions_broader_than_needed", exchange="okx", **dict(details))
+    assert again is first
+    unhashable = {"evidence": [["a nested list"]]}  # still rendered, if not cached by value
+    assert finding("clock_skew", exchange="okx", **unhashable) == catalog.build_finding(
+        "clock_skew", exchange="okx", **unhashable
+    )

@@ -160,6 +160,32 @@ async def test_probes_go_to_their_real_hosts_signed() -> None:
     assert body["symbol"] == "BTC-USDT" and body["clientOid"]
 
 
+@pytest.mark.parametrize(
+    "probe",
+    [
+        None,  # the default probe
+        {"symbol": "ETH-USDT", "side": "buy", "type": "limit", "price": "1", "size": "0.01"},
+        {"clientOid": "first", "symbol": "ETH-USDT"},  # a clientOid of its own is replaced where it stands
+        {"symbol": "keysentry-client-oid", "note": "ü"},  # values that look like the body's placeholder
+    ],
+)
+async def test_trade_probe_body_is_the_settings_probe_with_a_fresh_client_oid(
+    probe: dict[str, Any] | None,
+) -> None:
+    mock = MockTransport(lambda *_: RawResponse.from_json(200, {"code": "200000", "data": {}}))
+    settings = KucoinSettings() if probe is None else KucoinSettings(trade_probe=probe)
+    adapter = KucoinAdapter(mock, settings=settings)
+    await adapter.check(CheckRequest(creds()))
+    await adapter.check(CheckRequest(creds()))
+    bodies = [s.body for s in mock.sent if s.method == "POST"]
+    assert len(bodies) == 2 and all(b is not None for b in bodies)
+    oids = [json.loads(b or b"")["clientOid"] for b in bodies]
+    assert len(set(oids)) == 2 and all(len(o) == 32 for o in oids)
+    for body, oid in zip(bodies, oids, strict=True):  # the exact bytes signed and sent
+        expected = {**settings.trade_probe, "clientOid": oid}
+        assert body == json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 # -- keys that work --------------------------------------------------------------------------------
 
 

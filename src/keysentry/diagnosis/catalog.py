@@ -110,16 +110,33 @@ def no_ip_expiry_days(exchange: str) -> int | None:
 
 _CACHE: dict[Any, Finding] = {}
 _CACHE_SIZE = 4096
+_PLAIN = frozenset({str, int, bool, type(None)})  # equal values of one of these kinds read alike
 
 
 def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a detail, equal only for details that render alike.
+
+    The type stays in it, since 1, 1.0 and True are equal but read differently. Mappings and
+    sequences keep their order (a finding keeps the order it was given); sets do not have one.
+    """
+    kind = type(value)
+    if kind is float:
+        return kind, value.hex()  # -0.0 == 0.0, yet they read apart
+    if kind in _PLAIN or isinstance(value, Enum):
+        return kind, value
+    if isinstance(value, set | frozenset):
+        kinds = {type(v) for v in value}
+        if len(kinds) == 1 and ((one := kinds.pop()) in _PLAIN or issubclass(one, Enum)):
+            # Members of one such kind are equal only when they read alike, and a set keeps their
+            # hashes: none is hashed again (an Enum member's hash is Python code).
+            return one, frozenset(value)
+        return frozenset, frozenset(map(_frozen, value))
+    if isinstance(value, list | tuple):
+        return tuple, tuple(map(_frozen, value))
     if isinstance(value, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple | set | frozenset):
-        items = tuple(_frozen(v) for v in value)
-        return tuple(sorted(items, key=repr)) if isinstance(value, set | frozenset) else items
+        return dict, tuple((k, _frozen(v)) for k, v in value.items())
     hash(value)  # raises for anything else unhashable: then the finding is simply not cached
-    return (type(value).__name__, value)
+    return kind, value
 
 
 def finding(
@@ -133,7 +150,7 @@ def finding(
     """The Finding for these inputs, rendered once and then reused (a monitor sweep asks for the
     same few findings millions of times; rendering costs tens of µs). See `build_finding`."""
     try:
-        key = (code, exchange, reason, tuple(egress_ips), _frozen(details))
+        key = (code, exchange, reason, tuple(egress_ips), *((k, _frozen(v)) for k, v in details.items()))
     except TypeError:
         return build_finding(code, exchange=exchange, reason=reason, egress_ips=egress_ips, **details)
     cached = _CACHE.get(key)

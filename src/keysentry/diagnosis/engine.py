@@ -7,17 +7,19 @@ the timing around it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from keysentry.credentials import clean_credentials
 from keysentry.diagnosis.catalog import display_name, finding
 from keysentry.diagnosis.profiles import Profile, evaluate_permissions, get_profile
-from keysentry.domain import Diagnosis, Finding, Permission, Severity, Status
+from keysentry.domain import Diagnosis, Finding, Permission, Severity, Status, headline_status
 from keysentry.domain.diagnosis import days_until
 from keysentry.domain.secrets import ApiCredentials
 from keysentry.exchanges.base import TEMPORARY_CAUSES, Cause, CheckRequest, ExchangeAdapter, KeyFacts
@@ -60,9 +62,25 @@ _CAUSE_CODES: Mapping[Cause, tuple[str, str | None]] = {
 }
 
 # Exchanges' rules for keys without an IP whitelist (DESIGN.md; configurable).
-DEFAULT_UNRESTRICTED_RULES: Mapping[str, int] = {"binance": 30, "okx": 14, "bybit": 90}
+DEFAULT_UNRESTRICTED_RULES: Mapping[str, int] = MappingProxyType({"binance": 30, "okx": 14, "bybit": 90})
+# The causes after which the key's permissions, expiry and notices are judged too.
+_KEY_JUDGED = frozenset({Cause.OK, Cause.PERMISSION_DENIED, Cause.FUTURES_NOT_OPENED})
+# The causes after which the key is looked up in the other environments of the exchange.
+_MAYBE_ELSEWHERE = frozenset({Cause.UNKNOWN_KEY, Cause.AMBIGUOUS_AUTH})
+# What another environment answers about a key it does not know either.
+_NOT_THERE = frozenset(
+    {
+        Cause.UNKNOWN_KEY,
+        Cause.AMBIGUOUS_AUTH,
+        Cause.MALFORMED_KEY,
+        Cause.WRONG_ENVIRONMENT,  # e.g. OKX's demo site refusing a live key: not found there either
+        Cause.UNEXPECTED,
+        *TEMPORARY_CAUSES,
+    }
+)
 
 
+@functools.cache
 def adapter_class(exchange: str) -> type[ExchangeAdapter]:
     try:
         target = ADAPTERS[exchange]
@@ -79,13 +97,12 @@ class DecisionContext:
     egress_ips: tuple[str, ...] = ()
     expiry_window_days: int = 14
     rotation_age_days: int = 90
-    unrestricted_key_days: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_UNRESTRICTED_RULES))
+    unrestricted_key_days: Mapping[str, int] = field(default_factory=lambda: DEFAULT_UNRESTRICTED_RULES)
     clock_offset_notice_ms: float = 1000.0
 
 
 def decide(facts: KeyFacts, ctx: DecisionContext, now: datetime) -> list[Finding]:
     """Every finding the facts support, most severe cause first."""
-    ex = facts.exchange
     out: list[Finding] = []
     cause = facts.cause
     futures_only_missing = (
@@ -101,23 +118,65 @@ def decide(facts: KeyFacts, ctx: DecisionContext, now: datetime) -> list[Finding
         if cause in TEMPORARY_CAUSES or cause is Cause.UNEXPECTED:
             # The exchange could not answer; say nothing more about the key than we know.
             return out
+    if cause is not Cause.OK and cause not in _KEY_JUDGED:
+        return out
     granted = facts.permissions
-    if granted is not None and cause in {Cause.OK, Cause.PERMISSION_DENIED, Cause.FUTURES_NOT_OPENED}:
-        perm_findings = evaluate_permissions(
-            ctx.profile,
-            granted,
-            exchange=ex,
-            futures_active=facts.futures_active,
-            tradable_pairs=facts.tradable_pairs,
-            deposit_addresses=facts.deposit_addresses or None,
-            egress_ips=ctx.egress_ips,
-        )
+    if granted is not None:
+        perm_findings = _permission_findings(facts, ctx, granted)
         seen = {f.code for f in out}
         out.extend(f for f in perm_findings if f.code not in seen)
-    if cause is Cause.OK or cause in {Cause.PERMISSION_DENIED, Cause.FUTURES_NOT_OPENED}:
-        out.extend(_expiry_findings(facts, ctx, now))
-        out.extend(_notices(facts, ctx, now))
+    out.extend(_expiry_findings(facts, ctx, now))
+    out.extend(_notices(facts, ctx, now))
     return out
+
+
+def _permission_findings(
+    facts: KeyFacts, ctx: DecisionContext, granted: frozenset[Permission]
+) -> Sequence[Finding]:
+    if not facts.deposit_addresses:
+        try:
+            return _judged(
+                ctx.profile,
+                granted,
+                facts.exchange,
+                facts.futures_active,
+                facts.tradable_pairs,
+                ctx.egress_ips,
+            )
+        except TypeError:  # something unhashable in an operator's profile: judged afresh
+            pass
+    return evaluate_permissions(
+        ctx.profile,
+        granted,
+        exchange=facts.exchange,
+        futures_active=facts.futures_active,
+        tradable_pairs=facts.tradable_pairs,
+        deposit_addresses=facts.deposit_addresses or None,
+        egress_ips=ctx.egress_ips,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _judged(
+    profile: Profile,
+    granted: frozenset[Permission],
+    exchange: str,
+    futures_active: bool | None,
+    tradable_pairs: frozenset[str] | None,
+    egress_ips: tuple[str, ...],
+) -> tuple[Finding, ...]:
+    """`evaluate_permissions` without deposit addresses to weigh: a sweep meets the same few
+    combinations millions of times, and the judgement is pure, so each is made once."""
+    return tuple(
+        evaluate_permissions(
+            profile,
+            granted,
+            exchange=exchange,
+            futures_active=futures_active,
+            tradable_pairs=tradable_pairs,
+            egress_ips=egress_ips,
+        )
+    )
 
 
 def _cause_finding(facts: KeyFacts, ctx: DecisionContext) -> Finding:
@@ -234,6 +293,27 @@ class CheckOptions:
     rotation_age_days: int = 90
 
 
+def _decision_context(options: CheckOptions) -> DecisionContext:
+    args = (options.profile, options.egress_ips, options.expiry_window_days, options.rotation_age_days)
+    try:
+        return _shared_context(*args)
+    except TypeError:  # an unhashable value where a tuple was expected: built afresh
+        return _shared_context.__wrapped__(*args)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_context(
+    profile: Profile, egress_ips: tuple[str, ...], expiry_window_days: int, rotation_age_days: int
+) -> DecisionContext:
+    # Immutable and the same for every check run with the same options: built once.
+    return DecisionContext(
+        profile=profile,
+        egress_ips=egress_ips,
+        expiry_window_days=expiry_window_days,
+        rotation_age_days=rotation_age_days,
+    )
+
+
 class DiagnosisEngine:
     def __init__(self, transport: HttpTransport, *, clock: Callable[[], datetime] | None = None) -> None:
         self.transport = transport
@@ -284,18 +364,13 @@ class DiagnosisEngine:
         adapter = cls(self.transport, environment=options.environment, base_url=options.base_url)
         facts = await adapter.check(request)
         other_env = None
-        if facts.cause in {Cause.UNKNOWN_KEY, Cause.AMBIGUOUS_AUTH} and options.other_environments:
+        if facts.cause in _MAYBE_ELSEWHERE and options.other_environments:
             other_env = await self._find_elsewhere(cls, request, options)
             if other_env is not None:
                 facts.cause = Cause.WRONG_ENVIRONMENT
                 facts.candidates = ()
         now = self.clock()
-        ctx = DecisionContext(
-            profile=options.profile,
-            egress_ips=options.egress_ips,
-            expiry_window_days=options.expiry_window_days,
-            rotation_age_days=options.rotation_age_days,
-        )
+        ctx = _decision_context(options)
         findings = list(input_findings) + decide(facts, ctx, now)
         if other_env is not None:
             findings.append(
@@ -319,9 +394,10 @@ class DiagnosisEngine:
             latency_ms=(time.perf_counter() - started) * 1000,
             masked_key=credentials.masked_key,
         )
+        status = headline_status(f.status for f in findings)
         diagnosis.missing_permissions = _missing(findings)
-        diagnosis.reason = _reason(findings, diagnosis.status)
-        diagnosis.summary = _summary(diagnosis)
+        diagnosis.reason = _reason(findings, status)
+        diagnosis.summary = _summary(diagnosis, status)
         return diagnosis
 
     async def _find_elsewhere(
@@ -332,14 +408,7 @@ class DiagnosisEngine:
                 continue
             other = cls(self.transport, environment=env, base_url=base_url)
             facts = await other.check(request)
-            not_here = {
-                Cause.UNKNOWN_KEY,
-                Cause.AMBIGUOUS_AUTH,
-                Cause.MALFORMED_KEY,
-                Cause.WRONG_ENVIRONMENT,  # e.g. OKX's demo site refusing a live key: not found there either
-                Cause.UNEXPECTED,
-            }
-            if facts.cause not in not_here and facts.cause not in TEMPORARY_CAUSES:
+            if facts.cause not in _NOT_THERE:
                 return env
         return None
 
@@ -360,8 +429,8 @@ def _reason(findings: Sequence[Finding], status: Status) -> str | None:
     return None
 
 
-def _summary(diagnosis: Diagnosis) -> str:
-    status = diagnosis.status
+def _summary(diagnosis: Diagnosis, status: Status | None = None) -> str:
+    status = diagnosis.status if status is None else status
     headline = next((f for f in diagnosis.findings if f.status is status), None)
     if headline is not None:
         return headline.message

@@ -59,10 +59,13 @@ def exit_code_for(status: Status) -> int:
     return EXIT_CODES[severity_of(status)]
 
 
+_RANK: dict[Status, int] = {status: rank for rank, status in enumerate(PRECEDENCE)}
+
+
 def headline_status(statuses: Iterable[Status | None]) -> Status:
     """The most severe status present by contract precedence; `connected` when none is."""
-    present = {s for s in statuses if s is not None}
-    for status in PRECEDENCE:
-        if status in present:
-            return status
-    return Status.CONNECTED
+    best = len(PRECEDENCE)
+    for status in statuses:
+        if status is not None:
+            best = min(best, _RANK.get(status, best))
+    return PRECEDENCE[best] if best < len(PRECEDENCE) else Status.CONNECTED

@@ -16,12 +16,15 @@ Error tree of this room (library errors are translated once, here and in transpo
 from __future__ import annotations
 
 import asyncio
+import functools
+import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -184,10 +187,7 @@ class ExchangeAdapter(ABC):
         self.transport = transport
         self.environment = environment
         self.clock_ms = clock_ms
-        families = dict(self.environments[environment])
-        if base_url is not None:
-            families = {family: replace_origin(url, base_url) for family, url in families.items()}
-        self.base_urls: Mapping[str, str] = families
+        self.base_urls: Mapping[str, str] = _base_urls(type(self), environment, base_url)
 
     def url(self, family: str, path_and_query: str) -> str:
         return self.base_urls[family].rstrip("/") + path_and_query
@@ -217,16 +217,42 @@ class ExchangeAdapter(ABC):
             cause = Cause.TIMEOUT if isinstance(e, TransportTimeout) else Cause.NETWORK
             return ProbeOutcome(probe, cause, message=str(e), elapsed_ms=_since(started), egress_ip=egress_ip)
         outcome = self.classify(probe, raw)
+        if sys.getrefcount(outcome) == 2:
+            # Only this frame holds the outcome classify just built (the count includes the
+            # argument): stamped in place rather than rebuilt, since building a frozen
+            # dataclass costs a microsecond and a check does it for every probe.
+            object.__setattr__(outcome, "elapsed_ms", raw.elapsed_ms)
+            object.__setattr__(outcome, "egress_ip", egress_ip)
+            return outcome
         return _with_timing(outcome, raw.elapsed_ms, egress_ip)
 
     @staticmethod
-    async def gather(*coros: Any) -> list[ProbeOutcome]:
-        results: list[ProbeOutcome] = list(await asyncio.gather(*coros))
+    async def gather(*coros: Coroutine[Any, Any, ProbeOutcome]) -> list[ProbeOutcome]:
+        """The probes' outcomes, in order, the probes run concurrently.
+
+        The first probe runs in the calling task and only the others get a task of their own:
+        unlike `asyncio.gather`, no task and no gathering future for the first, so a check of two
+        calls makes one task. Probes return outcomes rather than raise; should one raise all the
+        same (a bug), the others are cancelled.
+        """
+        if not coros:
+            return []
+        others = [asyncio.create_task(c) for c in coros[1:]]
+        try:
+            results = [await coros[0]]
+            for task in others:
+                results.append(await task)
+        except BaseException:
+            for task in others:
+                task.cancel()
+            raise
         return results
 
 
 def classify_http(probe: Probe, raw: RawResponse) -> ProbeOutcome | None:
     """The answers every exchange gives the same way at the HTTP level, or None."""
+    if raw.status < 500 and raw.status not in (418, 429):
+        return None
     retry_after = _retry_after(raw.headers)
     if raw.status == 418:
         return ProbeOutcome(probe, Cause.IP_BANNED, raw.status, retry_after_s=retry_after)
@@ -247,6 +273,15 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _base_urls(cls: type[ExchangeAdapter], environment: str, base_url: str | None) -> Mapping[str, str]:
+    """An environment's API families, on `base_url` when given: worked out once, not per check."""
+    families = dict(cls.environments[environment])
+    if base_url is not None:
+        families = {family: replace_origin(url, base_url) for family, url in families.items()}
+    return MappingProxyType(families)
 
 
 def replace_origin(url: str, base_url: str) -> str:

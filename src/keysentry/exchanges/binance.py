@@ -20,6 +20,7 @@ needed system status, the other egress addresses, account info, account status.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -281,9 +282,8 @@ class BinanceAdapter(ExchangeAdapter):
             facts.deposit_addresses[coin] = bool(deposit.ok and deposit.data.get("address"))
 
     def _read_restrictions(self, facts: KeyFacts, data: Mapping[str, Any]) -> None:
-        on = {k for k, v in data.items() if v is True and k != "ipRestrict"}
-        facts.native_permissions = tuple(sorted(on))
-        facts.permissions = frozenset().union(*(perms for flags, perms in PERMISSION_MAP if on >= set(flags)))
+        on = frozenset(k for k, v in data.items() if v is True and k != "ipRestrict")
+        facts.native_permissions, facts.permissions = _permissions(on)
         restricted = data.get("ipRestrict")
         facts.ip_restricted = restricted if isinstance(restricted, bool) else None
         facts.created_at = _instant(data.get("createTime"))
@@ -462,6 +462,15 @@ class BinanceAdapter(ExchangeAdapter):
         if code is None:
             return None
         return self.codes.get(code, C.UNEXPECTED if status < 500 else None)
+
+
+@functools.lru_cache(maxsize=256)
+def _permissions(on: frozenset[str]) -> tuple[tuple[str, ...], frozenset[Permission]]:
+    """The flags that are on, sorted, and the unified permissions they grant; keys share a few sets."""
+    granted = frozenset[Permission]().union(
+        *(perms for flags, perms in PERMISSION_MAP if on.issuperset(flags))
+    )
+    return tuple(sorted(on)), granted
 
 
 def _instant(ms: Any) -> datetime | None:

@@ -21,6 +21,7 @@ Decisions where Bybit's documentation is silent (each a table entry or a `BybitS
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -158,6 +159,10 @@ class BybitSettings:
     futures_settle_coin: str = "USDT"
 
 
+_DEFAULTS = BybitSettings()
+_DEFAULT_TRADE_BODY = canonical_json(dict(_DEFAULTS.trade_probe))
+
+
 # -- the adapter ------------------------------------------------------------------------------------
 
 
@@ -175,15 +180,18 @@ class BybitAdapter(ExchangeAdapter):
         settings: BybitSettings | None = None,
     ) -> None:
         super().__init__(transport, environment=environment, base_url=base_url, clock_ms=clock_ms)
-        self.settings = settings or BybitSettings()
+        self.settings = settings or _DEFAULTS
+        # The trade probe's body is the same on every check: serialised once.
+        probe = self.settings.trade_probe
+        self._trade_body = _DEFAULT_TRADE_BODY if settings is None else canonical_json(dict(probe))
 
     # -- signing glue -------------------------------------------------------------------------------
 
     def _signed(
         self, creds: ApiCredentials, probe: Probe, query: Mapping[str, QueryValue] | None = None
     ) -> SignedRequest:
-        qs, post = canonical_query(query or {}), probe is Probe.TRADE
-        payload = canonical_json(dict(self.settings.trade_probe)) if post else qs
+        qs, post = canonical_query(query) if query else "", probe is Probe.TRADE
+        payload = self._trade_body if post else qs
         ts, recv = int(self.clock_ms()), self.settings.recv_window_ms
         headers = {
             "X-BAPI-API-KEY": creds.api_key,
@@ -272,15 +280,17 @@ class BybitAdapter(ExchangeAdapter):
         facts.account_id = uid if uid != "0" else _text(data.get("userID"))
         groups = data.get("permissions")
         groups = groups if isinstance(groups, Mapping) else {}
-        native = sorted(
-            f"{g}.{item}" for g, items in groups.items() if isinstance(items, list) for item in items
+        native = tuple(
+            sorted(
+                f"{g}.{item}"
+                for g, items in groups.items()
+                if items and isinstance(items, list)
+                for item in items
+            )
         )
         read_only = str(data.get("readOnly")) == "1"
-        facts.native_permissions = (*native, READ_ONLY) if read_only else tuple(native)
-        granted = set(GRANTED_TO_EVERY_KEY)
-        if not read_only:
-            granted.update(NATIVE_PERMISSIONS[n] for n in native if n in NATIVE_PERMISSIONS)
-        facts.permissions = frozenset(granted)
+        facts.native_permissions = (*native, READ_ONLY) if read_only else native
+        facts.permissions = _granted(native, read_only)
         ips = data.get("ips")
         if isinstance(ips, list):
             facts.ip_whitelist = tuple(str(ip) for ip in ips if str(ip) not in self.settings.unbound_ips)
@@ -408,6 +418,15 @@ class BybitAdapter(ExchangeAdapter):
 # -- parsing helpers --------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def _granted(native: tuple[str, ...], read_only: bool) -> frozenset[Permission]:
+    """The unified permissions of these native ones; keys share a few combinations."""
+    granted = set(GRANTED_TO_EVERY_KEY)
+    if not read_only:
+        granted.update(NATIVE_PERMISSIONS[n] for n in native if n in NATIVE_PERMISSIONS)
+    return frozenset(granted)
+
+
 def _envelope(body: Any) -> tuple[str | None, str | None]:
     """(retCode, retMsg) from v5's envelope or the legacy {"ret_code","ret_msg"} one."""
     if not isinstance(body, Mapping):
@@ -458,7 +477,10 @@ def _scrubbed(outcome: ProbeOutcome, creds: ApiCredentials) -> ProbeOutcome:
     for secret in (creds.secret, creds.passphrase):
         if secret is not None and len(secret) > 0:
             message = message.replace(secret.reveal(), "<hidden>")
-    return replace(outcome, message=message.replace(creds.api_key, creds.masked_key))
+    if creds.api_key in message:
+        message = message.replace(creds.api_key, creds.masked_key)
+    # The usual message echoes nothing: the outcome is kept rather than copied.
+    return outcome if message == outcome.message else replace(outcome, message=message)
 
 
 def _note(o: ProbeOutcome) -> str:

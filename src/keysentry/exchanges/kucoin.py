@@ -25,6 +25,7 @@ Choices where the reference leaves room (each a table entry or a `KucoinSettings
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -162,25 +163,33 @@ class KucoinAdapter(ExchangeAdapter):
         settings: KucoinSettings | None = None,
     ) -> None:
         super().__init__(transport, environment=environment, base_url=base_url, clock_ms=clock_ms)
-        self.settings = settings or KucoinSettings()
-        self.codes: Mapping[str, Cause] = {**CODES, **self.settings.code_overrides}
+        self.settings = settings or _DEFAULTS
+        overrides = self.settings.code_overrides
+        self.codes: Mapping[str, Cause] = {**CODES, **overrides} if overrides else CODES
+        self._trade_body = _trade_body_around_client_oid(self.settings.trade_probe)
 
     # -- signing glue -----------------------------------------------------------------------------
 
-    def _signed(self, creds: ApiCredentials, probe: Probe, query: str = "") -> SignedRequest:
+    def _signed(
+        self, creds: ApiCredentials, probe: Probe, query: str = "", passphrase: str | None = None
+    ) -> SignedRequest:
+        """The signed request; `passphrase` is the passphrase header, when the caller has it already."""
         family, method, path = ROUTES[probe]
-        url = self.url(family, f"{path}?{query}" if query else path)
+        url = self.url(family, path)
+        endpoint = _path_of(url)  # sign the path as sent: a base URL may put a prefix before KuCoin's
+        if query:  # canonical_query escapes "#", so the query is all of what follows "?"
+            url, endpoint = f"{url}?{query}", f"{endpoint}?{query}"
         body = ""
         if probe is Probe.TRADE:
-            body = canonical_json({**self.settings.trade_probe, "clientOid": uuid.uuid4().hex})
-        split = urlsplit(url)  # sign the path as sent: a base URL may put a prefix before KuCoin's
-        endpoint = split.path + (f"?{split.query}" if split.query else "")
+            oid = uuid.uuid4().hex
+            head, tail = self._trade_body
+            body = f"{head}{oid}{tail}" if tail is not None else canonical_json({**head, "clientOid": oid})
         ts, secret = int(self.clock_ms()), creds.secret.reveal()
         headers = {
             "KC-API-KEY": creds.api_key,
             "KC-API-SIGN": kucoin_signature(secret, ts, method, endpoint, body),
             "KC-API-TIMESTAMP": str(ts),
-            "KC-API-PASSPHRASE": _passphrase_header(creds),
+            "KC-API-PASSPHRASE": _passphrase_header(creds) if passphrase is None else passphrase,
             "KC-API-KEY-VERSION": str(creds.key_version),
         }
         if body:
@@ -192,9 +201,14 @@ class KucoinAdapter(ExchangeAdapter):
         return SignedRequest(method, self.url(family, path), {})
 
     async def _ask(
-        self, creds: ApiCredentials, probe: Probe, query: str = "", egress: str | None = None
+        self,
+        creds: ApiCredentials,
+        probe: Probe,
+        query: str = "",
+        egress: str | None = None,
+        passphrase: str | None = None,
     ) -> ProbeOutcome:
-        outcome = await self.send(probe, self._signed(creds, probe, query), egress_ip=egress)
+        outcome = await self.send(probe, self._signed(creds, probe, query, passphrase), egress_ip=egress)
         if outcome.code == "400003" and not KEY_FORMAT.fullmatch(creds.api_key):
             outcome = replace(outcome, cause=C.MALFORMED_KEY)
         return _scrubbed(outcome, creds)
@@ -208,13 +222,16 @@ class KucoinAdapter(ExchangeAdapter):
             return facts
         ips = request.egress_ips or self.transport.egress_ips
         egress = ips[0] if ips else None
-        asks = [self._ask(creds, p, egress=egress) for p in (Probe.INTROSPECTION, Probe.BALANCE, Probe.TRADE)]
+        pp = _passphrase_header(creds)  # an HMAC for v2/v3 keys, the same on every request: made once
+        asks = [
+            self._ask(creds, p, "", egress, pp) for p in (Probe.INTROSPECTION, Probe.BALANCE, Probe.TRADE)
+        ]
         if request.needs_futures:
             query = canonical_query({"currency": self.settings.futures_currency})
-            asks.append(self._ask(creds, Probe.FUTURES, query, egress))
+            asks.append(self._ask(creds, Probe.FUTURES, query, egress, pp))
         if request.deposit_currency:
             query = canonical_query({"currency": request.deposit_currency.strip().upper()})
-            asks.append(self._ask(creds, Probe.DEPOSIT_ADDRESS, query, egress))
+            asks.append(self._ask(creds, Probe.DEPOSIT_ADDRESS, query, egress, pp))
         facts.outcomes = {o.probe: o for o in await self.gather(*asks)}
         intro = facts.outcomes[Probe.INTROSPECTION]
         if intro.ok:
@@ -349,6 +366,25 @@ class KucoinAdapter(ExchangeAdapter):
 
 
 # -- parsing helpers --------------------------------------------------------------------------------
+
+
+_DEFAULTS = KucoinSettings()
+_OID = "keysentry-client-oid"  # stands for the clientOid while the rest of the body is serialised
+
+
+def _trade_body_around_client_oid(probe: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """The trade probe's JSON body as (text before the clientOid, text after it): serialised once,
+    a fresh clientOid goes between. (probe, None) when the probe's own values hold the marker."""
+    text = canonical_json({**probe, "clientOid": _OID})
+    if text.count(_OID) != 1:
+        return probe, None
+    head, _, tail = text.partition(_OID)
+    return head, tail
+
+
+@functools.lru_cache(maxsize=64)
+def _path_of(url: str) -> str:
+    return urlsplit(url).path
 
 
 def _payload(probe: Probe, data: Any) -> Mapping[str, Any] | None:

@@ -25,6 +25,7 @@ Choices where the reference leaves room:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -145,6 +146,9 @@ class OkxSettings:
     code_overrides: Mapping[str, Cause] = field(default_factory=dict)
 
 
+_DEFAULTS = OkxSettings()
+
+
 class OkxAdapter(ExchangeAdapter):
     name = "okx"
     environments: ClassVar[Mapping[str, Mapping[str, str]]] = ENVIRONMENTS
@@ -160,12 +164,10 @@ class OkxAdapter(ExchangeAdapter):
         settings: OkxSettings | None = None,
     ) -> None:
         super().__init__(transport, environment=environment, base_url=base_url, clock_ms=clock_ms)
-        self.settings = settings or OkxSettings()
-        self.codes: Mapping[str, Cause] = {**CODES, **self.settings.code_overrides}
-
-    @property
-    def _demo(self) -> bool:
-        return self.environment == "demo"
+        self.settings = settings or _DEFAULTS
+        overrides = self.settings.code_overrides
+        self.codes: Mapping[str, Cause] = {**CODES, **overrides} if overrides else CODES
+        self._demo = environment == "demo"
 
     # -- signing glue -------------------------------------------------------------------------
 
@@ -174,10 +176,11 @@ class OkxAdapter(ExchangeAdapter):
         return SignedRequest("GET", self.url("rest", PATHS[probe]), headers)
 
     def _private(self, creds: ApiCredentials, probe: Probe, query: str = "") -> SignedRequest:
-        url = self.url("rest", PATHS[probe] + (f"?{query}" if query else ""))
+        url = self.url("rest", PATHS[probe])
         # Sign the path as sent: a base URL may add a prefix in front of OKX's path.
-        split = urlsplit(url)
-        request_path = split.path + (f"?{split.query}" if split.query else "")
+        request_path = _path_of(url)
+        if query:  # canonical_query escapes "#", so the query is all of what follows "?"
+            url, request_path = f"{url}?{query}", f"{request_path}?{query}"
         ts = okx_timestamp(self.clock_ms())
         headers = {
             "OK-ACCESS-KEY": creds.api_key,
@@ -236,15 +239,14 @@ class OkxAdapter(ExchangeAdapter):
             return
         cfg = config.data
         facts.account_id = str(cfg.get("uid") or "") or None
-        native = tuple(p.strip() for p in str(cfg.get("perm") or "").split(",") if p.strip())
+        native, facts.permissions = _permissions(str(cfg.get("perm") or ""))
         facts.native_permissions = native
-        facts.permissions = frozenset[Permission]().union(*(PERMISSIONS.get(p, frozenset()) for p in native))
-        ips = tuple(ip.strip() for ip in str(cfg.get("ip") or "").split(",") if ip.strip())
+        ips = _items(str(cfg.get("ip") or ""))
         facts.ip_whitelist, facts.ip_restricted = ips, bool(ips)
         facts.label = str(cfg.get("label") or "") or None
         facts.futures_active = FUTURES_BY_ACCOUNT_LEVEL.get(str(cfg.get("acctLv")))
         facts.account_flags = {flag: cfg[raw] for raw, flag in ACCOUNT_FLAGS.items() if raw in cfg}
-        if not ips and EXPIRING_PERMS & set(native) and not self._demo:
+        if not ips and not EXPIRING_PERMS.isdisjoint(native) and not self._demo:
             # OKX exposes no expiry; this check is a use, so the 14 days start now.
             now = datetime.fromtimestamp(self.clock_ms() / 1000, UTC)
             expiry = timedelta(days=self.settings.inactivity_expiry_days)
@@ -327,8 +329,6 @@ class OkxAdapter(ExchangeAdapter):
     def _read(self, probe: Probe, raw: RawResponse) -> ProbeOutcome:
         body = raw.json()
         code = str(body["code"]) if isinstance(body, dict) and "code" in body else None
-        message = (str(body.get("msg") or "") or None) if isinstance(body, dict) else None
-        http = classify_http(probe, raw)
         if code == "0" and raw.status == 200 and isinstance(body, dict):
             data = _payload(probe, body.get("data"))
             if data is not None:
@@ -336,6 +336,8 @@ class OkxAdapter(ExchangeAdapter):
             return ProbeOutcome(
                 probe, Cause.UNEXPECTED, raw.status, code, "success without the expected data"
             )
+        message = (str(body.get("msg") or "") or None) if isinstance(body, dict) else None
+        http = classify_http(probe, raw)
         if code is not None and code in self.codes:
             retry_after = http.retry_after_s if http is not None else None
             return ProbeOutcome(probe, self.codes[code], raw.status, code, message, retry_after_s=retry_after)
@@ -344,6 +346,22 @@ class OkxAdapter(ExchangeAdapter):
         return ProbeOutcome(
             probe, Cause.UNEXPECTED, raw.status, code, message or f"HTTP {raw.status} without an OKX answer"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _permissions(perm: str) -> tuple[tuple[str, ...], frozenset[Permission]]:
+    """`perm` ("read_only,trade") as native names and unified permissions; a few values recur."""
+    native = _items(perm)
+    return native, frozenset[Permission]().union(*(PERMISSIONS.get(p, frozenset()) for p in native))
+
+
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(item for item in map(str.strip, text.split(",")) if item)
+
+
+@functools.lru_cache(maxsize=64)
+def _path_of(url: str) -> str:
+    return urlsplit(url).path
 
 
 def _payload(probe: Probe, data: Any) -> Mapping[str, Any] | None:

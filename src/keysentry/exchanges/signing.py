@@ -18,7 +18,10 @@ strings, and hand the same strings to the transport (which sends the query uncha
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import hmac
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -44,7 +47,9 @@ _KUCOIN_KEY_VERSIONS = (1, 2, 3)
 
 
 def _hmac_sha256(secret: str, message: str) -> bytes:
-    return hmac.digest(secret.encode(), message.encode(), "sha256")
+    # hmac.new with the hashlib constructor: with OpenSSL 3, hmac.digest(..., "sha256") looks the
+    # digest up by name on every call and costs 1.5x as much.
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
 
 
 def _b64(raw: bytes) -> str:
@@ -61,7 +66,8 @@ def canonical_query(params: Mapping[str, QueryValue] | Iterable[tuple[str, Query
     pairs = params.items() if isinstance(params, Mapping) else params
     # bool before int: bool is an int subclass and str(True) is "True".
     encoded = [(k, ("true" if v else "false") if isinstance(v, bool) else str(v)) for k, v in pairs]
-    if all(_UNRESERVED.fullmatch(k) and _UNRESERVED.fullmatch(v) for k, v in encoded):
+    # Every name and value unreserved exactly when all of them together are: one match, not two a pair.
+    if _UNRESERVED.fullmatch("".join(itertools.chain.from_iterable(encoded))):
         # Nothing to escape (the usual case: symbols, numbers, timestamps): 10x cheaper, same bytes.
         return "&".join(f"{k}={v}" for k, v in encoded)
     return urlencode(encoded, quote_via=quote, safe="")
@@ -85,8 +91,13 @@ def okx_timestamp(epoch_ms: int) -> str:
     if epoch_ms < 0:
         raise ValueError(f"a timestamp before 1970 cannot be signed (got {epoch_ms} ms)")
     seconds, millis = divmod(epoch_ms, 1000)
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+    return f"{_utc_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _utc_second(seconds: int) -> str:
+    # Every request signed within the same second shares this text: formatted once, not per request.
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}"
 
 
 def okx_signature(secret: str, timestamp: str, method: str, request_path: str, body: str) -> str:

@@ -112,10 +112,14 @@ class RawResponse:
 
     def json(self) -> Any:
         """The parsed JSON body, or None when the body is empty or not JSON (an HTML error page, say)."""
-        if not self.body:
+        body = self.body
+        if not body:
             return None
         try:
-            return json.loads(self.body)
+            if body[0] == 0x7B and len(body) > 1 and body[1]:
+                # "{" then no NUL: the UTF-8 that json.loads would detect, without its detection.
+                return json.loads(body.decode("utf-8", "surrogatepass"))
+            return json.loads(body)
         except (ValueError, RecursionError):
             return None
 
