@@ -10,12 +10,15 @@ canary; a test whose records hold one fails, naming the logger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import secrets
 import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +39,50 @@ def require_service(host: str, port: int, name: str) -> None:
         if IN_CI:
             pytest.fail(f"{message}; CI must run it (see ../shared/RECIPES.md)")
         pytest.skip(message)
+
+
+# -- a database and a Redis key space of a test's own ---------------------------------------------
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+async def pg_query(sql: str, database: str = "postgres") -> list[Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database=database)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards (packages with their own fixture override it)."""
+    require_service(PG_HOST, PG_PORT, "PostgreSQL")
+    name = f"ks_test_{secrets.token_hex(5)}"
+    asyncio.run(pg_query(f'CREATE DATABASE "{name}"'))
+    try:
+        yield name
+    finally:
+        asyncio.run(pg_query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
+    import redis
+
+    require_service(REDIS_HOST, REDIS_PORT, "Redis")
+    prefix = f"kstest-{secrets.token_hex(5)}"
+    yield prefix
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    try:
+        for key in client.scan_iter(f"{prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 # -- canaries in logs ---------------------------------------------------------------------------

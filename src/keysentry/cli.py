@@ -308,27 +308,30 @@ def serve(
     raise typer.Exit(run(host, port, log_level=log_level))
 
 
+# Shared by `monitor` and `worker`: a worker serves the sum of its pool processes.
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=0,
+        max=65535,
+        envvar="KEYSENTRY_MONITOR_METRICS_PORT",
+        help="serve Prometheus metrics on this port (a worker: of all its pool processes)",
+    ),
+]
+MetricsHost = Annotated[
+    str,
+    typer.Option("--metrics-host", envvar="KEYSENTRY_MONITOR_METRICS_HOST", help="address for the metrics"),
+]
+
+
 @app.command()
 def monitor(
     once: Annotated[
         bool, typer.Option("--once", help="check what is due, deliver events, then exit")
     ] = False,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            envvar="KEYSENTRY_MONITOR_METRICS_PORT",
-            help="serve Prometheus metrics on this port",
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str,
-        typer.Option(
-            "--metrics-host", envvar="KEYSENTRY_MONITOR_METRICS_HOST", help="address for the metrics"
-        ),
-    ] = "127.0.0.1",
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Re-check stored keys as they fall due and send events (local mode: one process)."""
     from keysentry.monitor_command import monitor as run
@@ -342,22 +345,8 @@ def worker(
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo, threads")] = "prefork",
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = "INFO",
     hostname: Annotated[str | None, typer.Option(help="Celery node name")] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            envvar="KEYSENTRY_MONITOR_METRICS_PORT",
-            help="serve Prometheus metrics of all pool processes on this port (0: a free one)",
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str,
-        typer.Option(
-            "--metrics-host", envvar="KEYSENTRY_MONITOR_METRICS_HOST", help="address for the metrics"
-        ),
-    ] = "127.0.0.1",
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """A Celery worker (distributed mode, KEYSENTRY_REDIS_URL): checks the batches the beat enqueues."""
     from keysentry.monitor_command import worker as run

@@ -22,18 +22,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-import redis
 
 import canary
-from conftest import require_service
+from conftest import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, pg_query
 from keysentry.domain.secrets import ApiCredentials, Secret
 from keysentry.sim.scenario import parse_scenario
 from keysentry.sim.server import SimCluster
@@ -44,8 +42,6 @@ from keysentry.vault import Vault, generate_master_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.timeout(240)]
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 PER_EXCHANGE = {"bybit": 2500, "okx": 2500}
 TOTAL = sum(PER_EXCHANGE.values())
 EGRESS = "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5"
@@ -129,38 +125,6 @@ async def _store_connections(db: Database, vault: Vault, keys: list[Key], tenant
         await s.flush()
         await s.execute(Connection.__table__.insert(), connections)
         await s.execute(CredentialVersion.__table__.insert(), versions)
-
-
-async def _pg(sql: str, database: str = "postgres") -> list[Any]:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database=database)
-    try:
-        return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    require_service(PG_HOST, PG_PORT, "PostgreSQL")
-    name = f"ks_dist_{secrets.token_hex(5)}"
-    asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
-    try:
-        yield name
-    finally:
-        asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    require_service(REDIS_HOST, REDIS_PORT, "Redis")
-    prefix = f"kstest-{secrets.token_hex(5)}"
-    yield prefix
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    try:
-        for key in client.scan_iter(f"{prefix}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
 
 
 @dataclass
@@ -261,7 +225,7 @@ async def test_a_sweep_survives_a_killed_worker(
         processes.extend([first, second, beat])
 
         async def checked() -> int:
-            rows = await _pg("SELECT count(DISTINCT connection_id) AS n FROM check_history", pg_database)
+            rows = await pg_query("SELECT count(DISTINCT connection_id) AS n FROM check_history", pg_database)
             return int(rows[0]["n"])
 
         started = time.monotonic()
@@ -278,7 +242,7 @@ async def test_a_sweep_survives_a_killed_worker(
                 assert p.process.poll() is None, f"{p.name} exited: {p.output()[-3000:]}"
         elapsed = time.monotonic() - started
 
-    counts = await _pg(
+    counts = await pg_query(
         "SELECT c.id, count(h.id) AS n FROM connections c LEFT JOIN check_history h ON h.connection_id = c.id "
         "GROUP BY c.id",
         pg_database,
@@ -291,7 +255,7 @@ async def test_a_sweep_survives_a_killed_worker(
     assert max(per_connection) <= 2, f"a connection was checked {max(per_connection)} times"
 
     # No 429 and no ban: every recorded finding, temporary ones included, is free of them.
-    findings = await _pg("SELECT status, findings FROM check_history", pg_database)
+    findings = await pg_query("SELECT status, findings FROM check_history", pg_database)
     refused = [
         f
         for r in findings

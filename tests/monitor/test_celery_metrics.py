@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -26,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
-import redis
 from prometheus_client import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,7 +33,7 @@ from pydantic import SecretStr
 from sqlalchemy import update
 
 import canary
-from conftest import require_service
+from conftest import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, pg_query
 from keysentry.domain import Diagnosis
 from keysentry.domain.secrets import ApiCredentials, Secret
 from keysentry.monitor.celery_app import metrics_config, record_backlog
@@ -53,8 +50,6 @@ from keysentry.store.models import Connection
 from keysentry.vault import Vault, generate_master_key
 from store.backends import NOW, bybit_key, okx_key, populate
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 TENANT = "t1"
 START_TIMEOUT_S = 30.0  # ceilings for a loaded machine; about 4 s and 3 s usually
 SWEEP_TIMEOUT_S = 30.0
@@ -157,38 +152,6 @@ async def _store(db: Database, vault: Vault, keys: list[Key]) -> None:
             )  # fmt: skip
         await s.flush()
         s.add_all(versions)
-
-
-async def _pg(sql: str, database: str = "postgres") -> list[Any]:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database=database)
-    try:
-        return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    require_service(PG_HOST, PG_PORT, "PostgreSQL")
-    name = f"ks_metrics_{secrets.token_hex(5)}"
-    asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
-    try:
-        yield name
-    finally:
-        asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    require_service(REDIS_HOST, REDIS_PORT, "Redis")
-    prefix = f"kstest-{secrets.token_hex(5)}"
-    yield prefix
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    try:
-        for key in client.scan_iter(f"{prefix}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
 
 
 @dataclass
@@ -324,7 +287,7 @@ async def test_a_worker_serves_the_checks_of_all_its_pool_processes(
         deadline = time.monotonic() + SWEEP_TIMEOUT_S
         history: list[Any] = []
         while time.monotonic() < deadline:
-            history = await _pg(
+            history = await pg_query(
                 "SELECT c.exchange, h.status FROM check_history h JOIN connections c ON c.id = h.connection_id",
                 pg_database,
             )
