@@ -281,9 +281,11 @@ async def work(seconds: float, lift: bool) -> dict[str, float]:
     from keysentry.monitor.budget import PUBLISHED, Budget, Pool
     from keysentry.monitor.scheduler import Monitor
     from keysentry.monitor.service import MonitorConfig, MonitorRuntime
+    from keysentry.process import tune_collector
     from keysentry.settings import load_settings
 
     settings, config = load_settings(), MonitorConfig()
+    tune_collector(settings.gc_threshold)  # as a worker's pool process does
     runtime = await MonitorRuntime.open(settings, config)
     if lift:
         await runtime.budget.close()
@@ -323,9 +325,11 @@ async def baseline(seconds: float, exchanges: list[str]) -> dict[str, float]:
     from keysentry.diagnosis.options import options_factory
     from keysentry.domain.secrets import ApiCredentials, Secret
     from keysentry.exchanges.transport import Transport
+    from keysentry.process import tune_collector
     from keysentry.settings import load_settings
 
     settings = load_settings()
+    tune_collector(settings.gc_threshold)
     options = options_factory(settings)
     keys = itertools.cycle([bench_key(e, n) for n in range(500) for e in exchanges])
     gate = asyncio.Semaphore(CONCURRENCY)

@@ -321,3 +321,89 @@ def test_a_bad_monitor_setting_is_named_without_a_traceback(cli: Cli) -> None:
     result = cli.add("a1", label="main")
     assert result.code == 3
     assert "KEYSENTRY_MONITOR_INTERVAL_HOURS" in result.err and "soon" not in result.err
+
+
+# -- the collector threshold of processes that run checks (keysentry.process) ---------------------------
+
+
+@pytest.fixture
+def threshold() -> Iterator[Callable[[], int]]:
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    yield lambda: gc.get_threshold()[0]
+    gc.set_threshold(*before)
+
+
+def test_commands_that_run_checks_set_the_collector_threshold(cli: Cli, threshold: Callable[[], int]) -> None:
+    from keysentry import check_command, monitor_command
+    from keysentry.api import server
+
+    cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "12345")
+    assert cli.add("a1", label="main").code == 0
+    assert threshold() == 12345
+
+    cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "23456")
+    result = cli.run(
+        check_command.run,
+        "bybit",
+        key="b1",
+        profile="trading",
+        environment="mainnet",
+        base_url=None,
+        as_json=True,
+        from_file=None,
+    )
+    assert result.code == 0, result.err
+    assert threshold() == 23456
+
+    cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "3456")
+    assert cli.run(monitor_command.monitor, once=True).code == 0
+    assert threshold() == 3456
+
+    cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "4567")
+    server._prepare()  # what `keysentry serve` runs before listening
+    assert threshold() == 4567
+
+
+def test_a_celery_pool_process_sets_the_threshold_before_its_first_task(
+    cli: Cli, threshold: Callable[[], int]
+) -> None:
+    from keysentry.monitor.celery_app import _Process
+
+    async def seen(monitor: Any) -> int:
+        return threshold()
+
+    cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "5678")
+    process = _Process()  # what each pool process keeps: its loop and monitor, made on the first task
+    try:
+        assert process.run(seen) == 5678
+    finally:
+        process.close()
+
+
+def test_a_threshold_of_zero_leaves_the_interpreters(cli: Cli, threshold: Callable[[], int]) -> None:
+    cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "0")
+    assert cli.add("a1", label="main").code == 0
+    assert threshold() == 700
+
+
+def test_a_bad_threshold_stops_a_check_naming_the_variable(cli: Cli, threshold: Callable[[], int]) -> None:
+    from keysentry import check_command
+
+    cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "lots")
+    result = cli.run(
+        check_command.run,
+        "bybit",
+        key="b1",
+        profile="trading",
+        environment="mainnet",
+        base_url=None,
+        as_json=True,
+        from_file=None,
+    )
+    assert result.code == 3 and result.out == ""
+    assert "KEYSENTRY_GC_THRESHOLD: Input should be a valid integer" in result.err
+    assert "lots" not in result.err and "pydantic.dev" not in result.err
+    assert threshold() == 700

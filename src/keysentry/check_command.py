@@ -136,9 +136,11 @@ async def check_all(
     from keysentry.diagnosis.options import options_factory
     from keysentry.diagnosis.profiles import get_profile
     from keysentry.exchanges.transport import Timeouts, Transport
+    from keysentry.process import tune_collector
     from keysentry.settings import load_settings
 
     settings = load_settings()
+    tune_collector(settings.gc_threshold)
     custom = _custom_profiles(settings.profiles_file)
     get_profile(profile_name, custom)  # an unknown profile is a usage error before anything is sent
     sem = asyncio.Semaphore(concurrency)
@@ -255,7 +257,11 @@ def run(
     as_json: bool,
     from_file: Path | None,
 ) -> int:
+    from pydantic import ValidationError
+    from rich.markup import escape
+
     from keysentry.credentials import SUPPORTED_EXCHANGES, requires_passphrase
+    from keysentry.settings import settings_problem
 
     exchange = exchange.lower()
     try:
@@ -283,6 +289,9 @@ def run(
         )
     except UsageError as e:
         _console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        return USAGE_ERROR
+    except ValidationError as e:  # KEYSENTRY_* settings: named by variable, the value never repeated
+        _console(stderr=True).print(f"[bold red]error:[/] {escape(settings_problem(e))}", highlight=False)
         return USAGE_ERROR
     except ValueError as e:  # operator configuration: profile, environment, base URL
         _console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)

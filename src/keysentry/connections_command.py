@@ -88,7 +88,9 @@ def _run(body: Callable[[], Coroutine[Any, Any, int]]) -> int:
         _error(str(e))
         return ERROR
     except ValidationError as e:  # KEYSENTRY_* settings; the values themselves are not repeated
-        _error("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+        from keysentry.settings import settings_problem
+
+        _error(settings_problem(e))
         return USAGE_ERROR
     except ValueError as e:  # operator configuration: profile, environment, base URL
         _error(_first_line(e))
@@ -110,9 +112,12 @@ def _first_line(error: BaseException) -> str:
 
 
 def _settings() -> Settings:
+    from keysentry.process import tune_collector
     from keysentry.settings import load_settings
 
-    return load_settings()
+    settings = load_settings()
+    tune_collector(settings.gc_threshold)  # add, update and refresh run checks
+    return settings
 
 
 @dataclass
@@ -150,12 +155,9 @@ def _recheck_policy() -> RecheckPolicy:
     try:
         return MonitorConfig().policy()
     except ValidationError as e:  # named by variable; the value itself is not repeated
-        raise UsageError(
-            "; ".join(
-                f"KEYSENTRY_MONITOR_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
-                for err in e.errors()
-            )
-        ) from None
+        from keysentry.settings import settings_problem
+
+        raise UsageError(settings_problem(e)) from None
 
 
 @asynccontextmanager

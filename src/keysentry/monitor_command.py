@@ -47,8 +47,9 @@ def _guarded(body: Callable[[], int]) -> int:
     try:
         return body()
     except ValidationError as e:  # KEYSENTRY_* settings: name the variable, never repeat the value
-        fields = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        _say(f"keysentry: invalid setting: {fields}")
+        from keysentry.settings import settings_problem
+
+        _say(f"keysentry: invalid setting: {settings_problem(e)}")
         return USAGE
     except (DatabaseConfigError, VaultSealed) as e:
         _say(f"keysentry: {e}")
@@ -71,9 +72,11 @@ def monitor(*, once: bool = False, metrics_port: int | None = None, metrics_host
 
     def body() -> int:
         from keysentry.monitor.service import MonitorConfig
+        from keysentry.process import tune_collector
         from keysentry.settings import load_settings
 
         settings, config = load_settings(), MonitorConfig()
+        tune_collector(settings.gc_threshold)
         return asyncio.run(
             _monitor(settings, config, once=once, metrics_port=metrics_port, host=metrics_host)
         )

@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keysentry.process import DEFAULT_GC_THRESHOLD
 
 EXCHANGES = ("binance", "okx", "bybit", "kucoin")
 
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     profiles_file: Path | None = None
     # Proxies trusted for X-Forwarded-For/-Proto (comma-separated addresses or networks, or "*").
     forwarded_allow_ips: str = ""
+    # Young-generation threshold of the processes that run checks (keysentry.process); 0: Python's.
+    gc_threshold: int = Field(DEFAULT_GC_THRESHOLD, ge=0, le=1_000_000)
 
     @field_validator("egress_ips")
     @classmethod
@@ -102,3 +106,19 @@ def _split(value: str) -> list[str]:
 
 def load_settings(**overrides: Any) -> Settings:
     return Settings(**overrides)
+
+
+# Settings classes whose variables do not start with plain KEYSENTRY_, by class name.
+_PREFIXES = {"MonitorConfig": "KEYSENTRY_MONITOR_", "MetricsConfig": "KEYSENTRY_MONITOR_METRICS_"}
+
+
+def settings_problem(error: ValidationError) -> str:
+    """What is wrong, named by variable: `KEYSENTRY_GC_THRESHOLD: Input should be ...`.
+
+    Never the value: pydantic's own text repeats the input, which may be a secret.
+    """
+    prefix = _PREFIXES.get(error.title, "KEYSENTRY_")
+    return "; ".join(
+        f"{prefix}{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}"
+        for err in error.errors()
+    )

@@ -51,8 +51,9 @@ def _run(body: Callable[[], Coroutine[Any, Any, int]]) -> int:
         _note(f"error: {e}")
         return USAGE
     except ValidationError as e:
-        # field and rule only: pydantic would echo the value
-        _note("error: " + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
+        from keysentry.settings import settings_problem
+
+        _note(f"error: {settings_problem(e)}")
         return USAGE
     except StoreError as e:
         _note(f"error: {e}")

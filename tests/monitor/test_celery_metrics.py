@@ -492,3 +492,18 @@ def test_a_worker_with_a_taken_metrics_port_stops_with_one_sentence(tmp_path: Pa
     assert done.returncode == 3
     assert f"keysentry: cannot serve metrics on 127.0.0.1 port {port}" in done.stderr
     assert list(temporary.iterdir()) == []  # its temporary directory is removed
+
+
+def test_metrics_dirs_of_killed_workers_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    from keysentry.monitor.celery_app import remove_orphaned_metrics_dirs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)  # its pid stays free for the moment: pids are not reused this soon
+    dead = tmp_path / f"keysentry-metrics-{gone.pid}-abc123"
+    live = tmp_path / f"keysentry-metrics-{os.getpid()}-def456"
+    other = tmp_path / "keysentry-metrics-notapid-x"
+    for path in (dead, live, other):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"x")
+    assert remove_orphaned_metrics_dirs(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and other.exists()

@@ -36,10 +36,9 @@ def _settings_problem(error: Exception) -> str:
     from pydantic import ValidationError
 
     if isinstance(error, ValidationError):
-        parts = [
-            f"KEYSENTRY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
-        ]
-        return "invalid settings: " + "; ".join(parts)
+        from keysentry.settings import settings_problem
+
+        return "invalid settings: " + settings_problem(error)
     return _first_line(error)
 
 
@@ -92,11 +91,13 @@ def _prepare() -> tuple[FastAPI, str, str]:
     """The app, after every check that must pass before listening; the database shown safely; the
     trusted proxies."""
     from keysentry.api.app import create_app
+    from keysentry.process import tune_collector
     from keysentry.settings import load_settings
     from keysentry.store.db import resolve_url, safe_url
     from keysentry.store.migrate import upgrade
 
     settings = load_settings()
+    tune_collector(settings.gc_threshold)
     app = create_app(settings)  # admin token, profiles file, vault: each refuses with its sentence
     url = resolve_url(settings.database_url, settings.data_dir)
     upgrade(url)

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from keysentry.domain.permissions import Permission
 from keysentry.domain.secrets import ApiCredentials
 from keysentry.exchanges.transport import HttpTransport, RawResponse, TransportError, TransportTimeout
+
+_T = TypeVar("_T")
 
 
 class AdapterConfigError(ValueError):
@@ -227,7 +229,7 @@ class ExchangeAdapter(ABC):
         return _with_timing(outcome, raw.elapsed_ms, egress_ip)
 
     @staticmethod
-    async def gather(*coros: Coroutine[Any, Any, ProbeOutcome]) -> list[ProbeOutcome]:
+    async def gather(*coros: Coroutine[Any, Any, _T]) -> list[_T]:
         """The probes' outcomes, in order, the probes run concurrently.
 
         The first probe runs in the calling task and only the others get a task of their own:

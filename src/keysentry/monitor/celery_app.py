@@ -161,9 +161,12 @@ class _Process:
         if self.monitor is None:
             from keysentry.monitor.scheduler import Monitor
             from keysentry.monitor.service import MonitorConfig, MonitorRuntime
+            from keysentry.process import tune_collector
             from keysentry.settings import load_settings
 
-            self.monitor = Monitor(await MonitorRuntime.open(load_settings(), MonitorConfig()))
+            settings = load_settings()
+            tune_collector(settings.gc_threshold)  # in the pool process, where checks run
+            self.monitor = Monitor(await MonitorRuntime.open(settings, MonitorConfig()))
         return await work(self.monitor)
 
     def close(self) -> None:
@@ -281,7 +284,9 @@ class _WorkerMetrics:
     def _directory(self) -> Path:
         given = os.environ.get(MULTIPROC_DIR)
         if not given:
-            self.owned = Path(tempfile.mkdtemp(prefix="keysentry-metrics-"))
+            remove_orphaned_metrics_dirs(Path(tempfile.gettempdir()))
+            # The pid in the name lets a later worker remove it should this one be SIGKILLed.
+            self.owned = Path(tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{self.pid}-"))
             os.environ[MULTIPROC_DIR] = str(self.owned)
             return self.owned
         # The operator's directory (a tmpfs, say): one per worker, emptied as prometheus_client
@@ -291,6 +296,32 @@ class _WorkerMetrics:
         for stale in path.glob("*.db"):
             stale.unlink(missing_ok=True)
         return path
+
+
+_METRICS_DIR_PREFIX = "keysentry-metrics-"
+
+
+def remove_orphaned_metrics_dirs(parent: Path) -> list[Path]:
+    """Remove the temporary metrics directories of workers that died without shutting down
+    (SIGKILL, OOM): those whose creating process no longer exists. Returns what was removed."""
+    removed = []
+    for path in parent.glob(f"{_METRICS_DIR_PREFIX}*-*"):
+        pid_text = path.name.removeprefix(_METRICS_DIR_PREFIX).partition("-")[0]
+        if not pid_text.isdigit() or not path.is_dir() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to judge
+        return True
+    return True
 
 
 def _exit(message: str) -> NoReturn:
