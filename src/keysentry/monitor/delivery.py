@@ -70,6 +70,14 @@ class WebhookNotFound(LookupError):
     """No such webhook for this tenant (another tenant's id included: it must not show it exists)."""
 
 
+class EventTypesError(ValueError):
+    """The event types asked for: unknown ones, or none at all. The message says which are known."""
+
+
+class TooManyWebhooks(ValueError):
+    """The tenant already has MAX_WEBHOOKS_PER_TENANT endpoints."""
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookView:
     """A webhook as listed: never its secret. The URL is the tenant's own, shown only to it."""
@@ -136,9 +144,11 @@ def check_event_types(event_types: Iterable[str] | None) -> tuple[str, ...] | No
     unknown = [t for t in chosen if t not in EVENT_TYPES]
     if unknown:
         shown = ", ".join(repr(t[:60]) for t in unknown[:5])
-        raise ValueError(f"unknown event type(s) {shown}; known: {', '.join(sorted(EVENT_TYPES))}")
+        raise EventTypesError(f"unknown event type(s) {shown}; known: {', '.join(sorted(EVENT_TYPES))}")
     if not chosen:
-        raise ValueError("subscribe to at least one event type, or leave event_types out for all of them")
+        raise EventTypesError(
+            "subscribe to at least one event type, or leave event_types out for all of them"
+        )
     return tuple(chosen)
 
 
@@ -179,7 +189,7 @@ async def create_webhook(
             raise ValueError(f"there is no tenant {tenant_id!r}")
         count = len((await s.execute(select(Webhook.id).where(Webhook.tenant_id == tenant_id))).all())
         if count >= MAX_WEBHOOKS_PER_TENANT:
-            raise ValueError(
+            raise TooManyWebhooks(
                 f"a tenant may register at most {MAX_WEBHOOKS_PER_TENANT} webhooks; delete one first"
             )
         s.add(row)

@@ -195,17 +195,17 @@ async def create_webhook(
         )
     except WebhookURLError as e:
         raise invalid("url", str(e), fix) from None
+    except delivery.EventTypesError as e:
+        raise invalid("event_types", str(e), f"use {EVENT_TYPES_HELP}") from None
+    except delivery.TooManyWebhooks:
+        # a valid request the tenant's current endpoints leave no room for: a conflict, not a field
+        raise ApiProblem(
+            "too-many-webhooks",
+            f"this tenant has {delivery.MAX_WEBHOOKS_PER_TENANT} webhook endpoints, the most it may "
+            "register; delete one it no longer uses (DELETE /v1/webhooks/{webhook_id}) first",
+        ) from None
     except ValueError as e:
         # The lifecycle's sentences are written for the caller and never quote the URL.
-        if "event type" in str(e):
-            raise invalid("event_types", str(e), f"use {EVENT_TYPES_HELP}") from None
-        if f"at most {delivery.MAX_WEBHOOKS_PER_TENANT} webhooks" in str(e):
-            # a valid request the tenant's current endpoints leave no room for: a conflict, not a field
-            raise ApiProblem(
-                "too-many-webhooks",
-                f"this tenant has {delivery.MAX_WEBHOOKS_PER_TENANT} webhook endpoints, the most it may "
-                "register; delete one it no longer uses (DELETE /v1/webhooks/{webhook_id}) first",
-            ) from None
         raise invalid("body", str(e), "see docs/webhooks.md") from None
     response.headers["Location"] = f"/v1/webhooks/{view.id}"
     response.headers["Cache-Control"] = "no-store"  # the only answer that holds the secret
