@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser demo test lint typecheck unit bench clean
+.PHONY: install browser demo test lint typecheck unit bench screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "keysentry needs Python 3.11 or newer")'
@@ -39,6 +39,10 @@ demo: install
 
 bench: install
 	$(PY) bench/sim_throughput.py
+
+# The README's and docs/web.md's screenshots, taken by the browser tests (a plain run keeps them in /tmp).
+screenshots: install browser
+	KEYSENTRY_UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/e2e/test_web.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

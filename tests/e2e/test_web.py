@@ -6,8 +6,10 @@ their admin endpoint, all in a temporary directory. The tests walk what a user d
 read the cards, open a guide, refresh after a change on the exchange, add a key pasted with a
 trailing space, add an account that is already connected and update it instead, and remove.
 
-Screenshots of the main views at desktop (1280 px) and phone (390 px) width are written to
-docs/screenshots/ (shown in the README). When CI=true a missing /usr/bin/chromium fails.
+Screenshots of the main views at desktop (1280 px) and phone (390 px) width are taken on every
+run, into a temporary directory; with KEYSENTRY_UPDATE_SCREENSHOTS=1 (`make screenshots`) into
+docs/screenshots/ (shown in the README), so a test run leaves tracked files alone. When CI=true a
+missing /usr/bin/chromium fails.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import secrets
 import string
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +46,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOC_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 15_000
@@ -106,8 +109,10 @@ def signed_in(browser: Browser, demo: DemoRun, viewport: dict[str, int] = DESKTO
 
 
 def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    updating = os.environ.get("KEYSENTRY_UPDATE_SCREENSHOTS") == "1"
+    where = DOC_SHOTS if updating else Path(tempfile.gettempdir()) / "keysentry-screenshots"
+    where.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(where / f"{name}.png"))
 
 
 def no_horizontal_scroll(page: Page) -> None:
