@@ -65,3 +65,12 @@ def test_monitor_settings_are_named_with_their_own_prefix(monkeypatch: pytest.Mo
     message = settings_problem(caught.value)
     assert message.startswith("KEYSENTRY_MONITOR_INTERVAL_HOURS: "), message
     assert "soon" not in message
+
+
+def test_a_validators_own_sentence_is_not_prefixed_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYSENTRY_EGRESS_IPS", "127.0.0.2,nowhere")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = settings_problem(caught.value)
+    assert message.startswith("KEYSENTRY_EGRESS_IPS: 'nowhere' is not an IP address"), message
+    assert message.count("KEYSENTRY_EGRESS_IPS") == 1 and "Value error" not in message

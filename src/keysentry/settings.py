@@ -118,7 +118,9 @@ def settings_problem(error: ValidationError) -> str:
     Never the value: pydantic's own text repeats the input, which may be a secret.
     """
     prefix = _PREFIXES.get(error.title, "KEYSENTRY_")
-    return "; ".join(
-        f"{prefix}{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}"
-        for err in error.errors()
-    )
+    parts = []
+    for err in error.errors():
+        name = f"{prefix}{'_'.join(str(part) for part in err['loc']).upper()}"
+        message = err["msg"].removeprefix("Value error, ")  # our validators' own sentences
+        parts.append(message if message.startswith(name) else f"{name}: {message}")
+    return "; ".join(parts)
