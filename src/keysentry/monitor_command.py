@@ -129,6 +129,7 @@ def _serve_metrics(runtime: MonitorRuntime, host: str, port: int) -> None:
     from prometheus_client import start_http_server
 
     start_http_server(port, addr=host, registry=runtime.metrics.registry)
+    runtime.metrics.served = True  # now the run loop measures the backlog gauges too
 
 
 # -- distributed mode ----------------------------------------------------------------------------------

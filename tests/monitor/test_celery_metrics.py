@@ -36,7 +36,7 @@ import canary
 from conftest import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, pg_query
 from keysentry.domain import Diagnosis
 from keysentry.domain.secrets import ApiCredentials, Secret
-from keysentry.monitor.celery_app import metrics_config, record_backlog
+from keysentry.monitor.celery_app import metrics_config
 from keysentry.monitor.metrics import multiprocess_registry
 from keysentry.monitor.scheduler import Monitor
 from keysentry.monitor.service import MonitorConfig, MonitorRuntime
@@ -429,20 +429,20 @@ async def test_the_backlog_counts_due_connections_left_unclaimed(tmp_path: Path)
             await s.execute(update(Connection).where(Connection.id == ids[5]).values(removed_at=NOW))
         monitor = Monitor(runtime)
 
-        await record_backlog(monitor)
+        await monitor.record_backlog()
         samples = parse(runtime.metrics.render().decode())
         assert samples[("keysentry_due_unclaimed", ())] == 3  # the removed one is not due
         assert samples[("keysentry_due_oldest_seconds", ())] == 50 * 60
 
         claim = await monitor.claim()  # the two oldest
         assert claim is not None and set(claim.ids) == {ids[0], ids[1]}
-        await record_backlog(monitor)
+        await monitor.record_backlog()
         samples = parse(runtime.metrics.render().decode())
         assert samples[("keysentry_due_unclaimed", ())] == 1
         assert samples[("keysentry_due_oldest_seconds", ())] == 30 * 60
 
         assert await monitor.claim() is not None
-        await record_backlog(monitor)
+        await monitor.record_backlog()
         samples = parse(runtime.metrics.render().decode())
         assert samples[("keysentry_due_unclaimed", ())] == 0
         assert samples[("keysentry_due_oldest_seconds", ())] == 0

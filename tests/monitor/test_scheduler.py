@@ -1,5 +1,6 @@
 """The scheduler: claims through the next_check_at index, batches recorded once per claim, the
-temporary-issue rule, rate budgets obeyed, events written with the check; Celery settings.
+temporary-issue rule, rate budgets obeyed, events written with the check, the backlog gauges of
+the local loop (scraped from the runtime's own registry); Celery settings.
 
 Claims run on SQLite and on the real PostgreSQL (store.backends); checks run against a Bybit
 simulator on a SQLite store, with the monitor's clock a fixed offset from real time so leases
@@ -9,14 +10,17 @@ can be made to run out without waiting.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import func, select, text, update
 
@@ -464,6 +468,122 @@ async def test_the_local_loop_checks_what_falls_due_and_stops_on_request(kit: Ki
     stop.set()
     await asyncio.wait_for(loop, timeout=5)
     assert [len(await kit.history(n)) for n in NAMES] == [2, 1, 2, 1]
+
+
+# -- the backlog gauges in local mode --------------------------------------------------------------------
+
+BACKLOG = ("keysentry_due_unclaimed", "keysentry_due_oldest_seconds")
+
+
+def _backlog_gauges(runtime: MonitorRuntime) -> dict[str, float]:
+    """The backlog gauges as a scrape of the runtime's own registry shows them (none: never set)."""
+    text = generate_latest(runtime.metrics.registry).decode()
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in BACKLOG
+    }
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 15.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+async def _all_checked_again(kit: Kit) -> bool:
+    return [len(await kit.history(n)) for n in NAMES] == [2] * len(NAMES)  # the add, one monitor check
+
+
+async def test_a_served_local_loop_sets_the_backlog_gauges_after_claiming(kit: Kit) -> None:
+    # One connection per claim and one batch at a time: the first round claims "a" and leaves three.
+    config = kit.runtime.config.model_copy(update={"batch_size": 1, "batches_in_flight": 1})
+    runtime = await MonitorRuntime.open(
+        kit.runtime.settings, config, options=kit.runtime.options, clock=kit.clock
+    )
+    try:
+        runtime.metrics.served = True  # what `keysentry monitor --metrics-port` does
+        async with kit.db.session() as s, s.begin():
+            for name, minutes in {"a": 40, "b": 30, "c": 20, "d": 10}.items():
+                await s.execute(
+                    update(Connection)
+                    .where(Connection.id == kit.ids[name])
+                    .values(next_check_at=kit.clock() - timedelta(minutes=minutes))
+                )
+        stop = asyncio.Event()
+        loop = asyncio.create_task(Monitor(runtime).run(stop, tick_s=0.05, backlog_every_s=3600))
+        await _until(lambda: _all_checked_again(kit), "the loop checked all four")
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
+        # Measured once, right after the first claim, and not again within the throttle: three
+        # left unclaimed, the oldest of them ("b") due for half an hour.
+        gauges = _backlog_gauges(runtime)
+        assert gauges["keysentry_due_unclaimed"] == 3
+        assert gauges["keysentry_due_oldest_seconds"] == pytest.approx(30 * 60, abs=10)
+
+        # Measured on every round: the next one sees nothing due.
+        stop = asyncio.Event()
+        loop = asyncio.create_task(Monitor(runtime).run(stop, tick_s=0.05, backlog_every_s=0))
+
+        async def emptied() -> bool:
+            return _backlog_gauges(runtime) == {
+                "keysentry_due_unclaimed": 0,
+                "keysentry_due_oldest_seconds": 0,
+            }
+
+        await _until(emptied, "the gauges show no backlog")
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
+    finally:
+        await runtime.close()
+
+
+async def test_a_local_loop_whose_metrics_no_one_serves_does_not_measure_the_backlog(kit: Kit) -> None:
+    assert not kit.runtime.metrics.served  # `keysentry monitor` without --metrics-port
+    await kit.due_now()
+    stop = asyncio.Event()
+    loop = asyncio.create_task(kit.monitor.run(stop, tick_s=0.05, backlog_every_s=0))
+    await _until(lambda: _all_checked_again(kit), "the loop checked all four")
+    stop.set()
+    await asyncio.wait_for(loop, timeout=5)
+    assert _backlog_gauges(kit.runtime) == {}
+
+
+async def test_a_backlog_that_cannot_be_measured_is_a_warning_and_the_loop_goes_on(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    kit.runtime.metrics.served = True
+    async with kit.db.session() as s, s.begin():  # a real failure: the table is gone for a while
+        await s.execute(text("ALTER TABLE connections RENAME TO connections_away"))
+
+    def failures() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "backlog" in r.getMessage()]
+
+    async def failed_twice() -> bool:  # measured again on a later round: the loop went on
+        return loop.done() or len(failures()) >= 2
+
+    with caplog.at_level(logging.WARNING, logger="keysentry.monitor"):
+        stop = asyncio.Event()
+        loop = asyncio.create_task(kit.monitor.run(stop, tick_s=0.05, backlog_every_s=0))
+        await _until(failed_twice, "two measurements failed")
+        assert not loop.done()
+        assert set(failures()) == {"the due backlog could not be measured (OperationalError)"}  # no SQL
+        assert _backlog_gauges(kit.runtime) == {}
+
+        async with kit.db.session() as s, s.begin():
+            await s.execute(text("ALTER TABLE connections_away RENAME TO connections"))
+        await kit.due_now("a")
+
+        async def recovered() -> bool:
+            checked = len(await kit.history("a")) == 2
+            return checked and _backlog_gauges(kit.runtime).get("keysentry_due_unclaimed") == 0
+
+        await _until(recovered, "the loop checked 'a' and measured the backlog again")
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
 
 
 # -- configuration -------------------------------------------------------------------------------------

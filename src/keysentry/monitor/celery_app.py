@@ -60,7 +60,6 @@ ENQUEUE_DUE = "keysentry.monitor.enqueue_due"
 CHECK_BATCH = "keysentry.monitor.check_batch"
 DELIVER = "keysentry.monitor.deliver"
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode
-BACKLOG_CAP = 100_000  # due connections counted at most, so the count stays one short index scan
 
 
 class DistributedModeError(RuntimeError):
@@ -373,28 +372,9 @@ async def _enqueue(monitor: Monitor) -> dict[str, int]:
             break
         deliver.apply_async(([int(i) for i in claim.ids], claim.lease_until.isoformat()), queue=config.queue)
         deliveries += 1
-    await record_backlog(monitor)
+    # What this round left unclaimed; a failed measurement is a warning (its batches are sent already).
+    await monitor.record_backlog()
     return {"batches": batches, "deliveries": deliveries}
-
-
-async def record_backlog(monitor: Monitor) -> None:
-    """Set the backlog gauges: due connections this round left unclaimed (at most BACKLOG_CAP
-    counted) and how long the oldest of them has been due."""
-    from sqlalchemy import func, select
-
-    from keysentry.store.models import Connection
-
-    now = monitor.rt.clock()
-    due = (Connection.removed_at.is_(None), Connection.next_check_at <= now)
-    counted = select(Connection.next_check_at).where(*due).limit(BACKLOG_CAP).subquery()
-    try:
-        async with monitor.rt.db.session() as s:
-            waiting = (await s.execute(select(func.count()).select_from(counted))).scalar_one()
-            oldest = (await s.execute(select(func.min(Connection.next_check_at)).where(*due))).scalar_one()
-    except Exception as e:  # a metric must never fail the enqueue task (its batches are sent already)
-        log.warning("the due backlog could not be measured (%s)", type(e).__name__)
-        return
-    monitor.rt.metrics.record_backlog(int(waiting), (now - oldest).total_seconds() if oldest else 0.0)
 
 
 def _backlog(queue: str) -> int:

@@ -41,6 +41,9 @@ class MonitorMetrics:
         self._exchanges = frozenset(exchanges)
         self._namespace = namespace
         self._backlog: tuple[Gauge, Gauge] | None = None  # made by the first record_backlog
+        # Set by whoever exposes this registry (`keysentry monitor --metrics-port`): the local
+        # monitor only spends queries on the backlog gauges when someone can read them.
+        self.served = False
         r, ns = self.registry, namespace
         self.checks = Counter(
             "checks",
@@ -95,14 +98,15 @@ class MonitorMetrics:
         self.due_lag.observe(max(0.0, lag_s))
 
     def record_backlog(self, due: int, oldest_s: float) -> None:
-        """Due connections not yet claimed, and how long the oldest has been due (distributed mode:
-        measured by the enqueue task). Registered on first use, so a process that never measures
-        the backlog does not show a misleading zero."""
+        """Due connections not yet claimed, and how long the oldest has been due (measured by
+        `Monitor.record_backlog`: after each enqueue task in distributed mode, every
+        BACKLOG_EVERY_S in a local monitor that serves its metrics). Registered on first use, so a
+        process that never measures the backlog does not show a misleading zero."""
         if self._backlog is None:
             r, ns = self.registry, self._namespace
             self._backlog = (
                 Gauge(
-                    "due_unclaimed", "Due connections the last enqueue round left unclaimed (counted up to a cap)",
+                    "due_unclaimed", "Due connections the last claiming round left unclaimed (counted up to a cap)",
                     namespace=ns, registry=r, multiprocess_mode="mostrecent",
                 ),
                 Gauge(

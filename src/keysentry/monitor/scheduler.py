@@ -10,6 +10,9 @@ One `Monitor` over a `MonitorRuntime` does the work for both modes:
   `check_batch()` in this process, and delivers webhook events as they fall due.
 - Distributed mode: keysentry.monitor.celery_app calls the same two from a beat task and from
   workers.
+- `record_backlog()` sets the backlog gauges (due connections left unclaimed, age of the
+  oldest): after each enqueue round in distributed mode, and in local mode after a claiming
+  round at most every BACKLOG_EVERY_S, when the process serves its metrics.
 
 A check: the first round's cost is acquired from the budget (an egress address with room, or a
 wait; a row that finds no room within `budget_wait_s` goes back unchecked), the adapter sends
@@ -48,11 +51,16 @@ if TYPE_CHECKING:
     from keysentry.monitor.service import MonitorConfig, MonitorRuntime
     from keysentry.settings import Settings
 
-__all__ = ["BatchReport", "Monitor", "run_local", "run_monitor", "state_of"]
+__all__ = ["BACKLOG_CAP", "BACKLOG_EVERY_S", "BatchReport", "Monitor", "run_local", "run_monitor", "state_of"]
 
 log = logging.getLogger(__name__)
 
 ACTOR = "monitor"
+BACKLOG_CAP = 100_000  # due connections counted at most, so the count stays one short index scan
+# Local mode measures the backlog at most this often: a common Prometheus scrape interval, so a
+# scrape rarely sees a value older than one interval, while the two index queries (up to
+# BACKLOG_CAP rows counted) run a few times a minute instead of on every 1 s tick.
+BACKLOG_EVERY_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +113,27 @@ class Monitor:
                 if due is not None:
                     self.rt.metrics.record_due_lag((now - due).total_seconds())
         return claim
+
+    async def record_backlog(self) -> None:
+        """Set the backlog gauges: due connections not claimed yet (at most BACKLOG_CAP counted) and
+        how long the oldest of them has been due. Never raises: a failed measurement is a warning."""
+        from sqlalchemy import func, select
+
+        from keysentry.store.models import Connection
+
+        now = self.rt.clock()
+        due = (Connection.removed_at.is_(None), Connection.next_check_at <= now)
+        counted = select(Connection.next_check_at).where(*due).limit(BACKLOG_CAP).subquery()
+        try:
+            async with self.rt.db.session() as s:
+                waiting = (await s.execute(select(func.count()).select_from(counted))).scalar_one()
+                oldest = (
+                    await s.execute(select(func.min(Connection.next_check_at)).where(*due))
+                ).scalar_one()
+        except Exception as e:  # a metric must never fail the round that measures it (nor stop the loop)
+            log.warning("the due backlog could not be measured (%s)", type(e).__name__)
+            return
+        self.rt.metrics.record_backlog(int(waiting), (now - oldest).total_seconds() if oldest else 0.0)
 
     async def claim_deliveries(self, limit: int = 100) -> store.Claim | None:
         now = self.rt.clock()
@@ -337,14 +366,19 @@ class Monitor:
 
     # -- local mode ----------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, *, tick_s: float | None = None) -> None:
+    async def run(
+        self, stop: asyncio.Event, *, tick_s: float | None = None, backlog_every_s: float = BACKLOG_EVERY_S
+    ) -> None:
         """Claim and check due batches and deliver due events until `stop` is set.
 
         In-flight batches finish on stop (rows not recorded by then return when their lease ends).
+        When the runtime's metrics are served, the backlog gauges are set after a claiming round,
+        the first at once and then at most every `backlog_every_s`.
         """
         tick = tick_s if tick_s is not None else self.config.tick_s
         batches: set[asyncio.Task[BatchReport]] = set()
         delivering: asyncio.Task[None] | None = None
+        measured_at: float | None = None  # time.monotonic() of the last backlog measurement
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -360,6 +394,13 @@ class Monitor:
                         delivering = asyncio.create_task(self._deliver_due())
                 except (SQLAlchemyError, OSError) as e:
                     log.error("the monitor could not reach the database (%s); retrying", type(e).__name__)
+                # After the claims, so the gauges count what this round left unclaimed. Unserved
+                # metrics are never read: no query for them (`keysentry monitor` without a port).
+                if self.rt.metrics.served and (
+                    measured_at is None or time.monotonic() - measured_at >= backlog_every_s
+                ):
+                    measured_at = time.monotonic()
+                    await self.record_backlog()
                 await _wait_any(stop, self._wake, tick)
         finally:
             pending = [*batches, *([delivering] if delivering is not None else [])]
