@@ -388,10 +388,12 @@ async def _demo(port: int, data_dir: Path, out: TextIO) -> int:
             admin_token = secrets.token_urlsafe(32)
             use_environment(demo_environment(cluster, data_dir, admin_token))
             from keysentry.api import create_app
+            from keysentry.process import tune_collector
             from keysentry.settings import load_settings
 
             try:
                 settings = load_settings()
+                tune_collector(settings.gc_threshold)  # the service and monitor run here, as in serve
                 app = create_app(settings)
             except Exception as e:  # the service's own refusals; their sentences name no secret
                 raise DemoError(f"the service refused to start: {_first_line(e)}") from None
