@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
 from keysentry import __version__
 from keysentry.api import errors, problems, spec
@@ -35,7 +36,9 @@ if TYPE_CHECKING:
     from keysentry.settings import Settings
     from keysentry.store.tokens import TokenView
 
-__all__ = ["create_app"]
+__all__ = ["DOCS_STATIC", "create_app"]
+
+DOCS_STATIC = "/docs/static"  # Swagger UI's JavaScript, stylesheet and icon
 
 
 def create_app(
@@ -86,12 +89,15 @@ def create_app(
                 if runtime is not None:
                     await runtime.close()
 
-    app = FastAPI(
+    # FastAPI's own /docs page loads Swagger UI from a CDN: blank on a host without internet access.
+    # fastapi-offline serves the same page from files installed with it.
+    app = FastAPIOffline(
         title=spec.TITLE,
         version=__version__,
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        static_url=DOCS_STATIC,
         openapi_url="/openapi.json",
         generate_unique_id_function=_operation_id,
     )
