@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
-from fastapi_offline import FastAPIOffline
 
 from keysentry import __version__
-from keysentry.api import errors, problems, spec
+from keysentry.api import docs, errors, problems, spec
 from keysentry.api.config import ApiConfig
 from keysentry.api.deps import ApiState, no_unknown_query
 from keysentry.api.guards import BodyLimit, Guard
@@ -36,9 +35,7 @@ if TYPE_CHECKING:
     from keysentry.settings import Settings
     from keysentry.store.tokens import TokenView
 
-__all__ = ["DOCS_STATIC", "create_app"]
-
-DOCS_STATIC = "/docs/static"  # Swagger UI's JavaScript, stylesheet and icon
+__all__ = ["create_app"]
 
 
 def create_app(
@@ -89,18 +86,16 @@ def create_app(
                 if runtime is not None:
                     await runtime.close()
 
-    # FastAPI's own /docs page loads Swagger UI from a CDN: blank on a host without internet access.
-    # fastapi-offline serves the same page from files installed with it.
-    app = FastAPIOffline(
+    app = FastAPI(
         title=spec.TITLE,
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's own page loads Swagger UI from a CDN: docs.install serves it here
         redoc_url=None,
-        static_url=DOCS_STATIC,
         openapi_url="/openapi.json",
         generate_unique_id_function=_operation_id,
     )
+    docs.install(app)  # /docs, /docs/oauth2-redirect, /docs/static
     app.state.keysentry = state
     problems.install(app)
     errors.install(app)
