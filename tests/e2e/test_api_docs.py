@@ -3,14 +3,14 @@ served by the service itself.
 
 The app is the real one (api.harness: create_app on uvicorn, in a thread). The browser reaches it
 by a name that is not localhost (keysentry.test, mapped to 127.0.0.1 in chromium's resolver), as
-on a deployed host: Swagger UI treats localhost apart in places (its online validator). Every request to another host is aborted and recorded; the page must render the
-API's operations, run one of them with "Try it out", and log no console error (a refusal by the
-page's Content-Security-Policy is one). When CI=true a missing /usr/bin/chromium fails.
+on a deployed host: Swagger UI treats localhost apart in places (its online validator). Every
+request to another host is aborted and recorded; the page must render the API's operations, run
+one of them with "Try it out", and log no console error (a refusal by the page's
+Content-Security-Policy is one). When CI=true a missing /usr/bin/chromium fails.
 """
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,37 +19,17 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
 
 from api.harness import Threaded, threaded_stack
+from web.chromium import launched
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
 HOST = "keysentry.test"  # a name that is not localhost, resolved by chromium to the loopback
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
-]
 TIMEOUT_MS = 15_000
 
 if TYPE_CHECKING := False:  # pragma: no cover
     from playwright.sync_api import Browser
-
-
-def _require_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    message = f"{CHROMIUM} is missing: install Debian's chromium (`make browser`) for the browser tests"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +41,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Threaded]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    _require_chromium()
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    # Chromium resolves the name to the loopback: the page runs as on a deployed host.
+    with launched([f"--host-resolver-rules=MAP {HOST} 127.0.0.1"]) as chromium:
+        yield chromium
 
 
 def test_the_docs_page_renders_the_api_without_leaving_the_host(browser: Browser, live: Threaded) -> None:

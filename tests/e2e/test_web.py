@@ -33,20 +33,11 @@ from keysentry.diagnosis.catalog import STATUS_TEXTS
 from keysentry.domain import Status
 from keysentry.sim.runner import DEMO_SCENARIO, key_lines
 from keysentry.sim.scenario import load_scenario
+from web.chromium import launched, require_chromium
 from web.demo_process import DemoRun, environ, start_demo, stop_demo
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DOC_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
@@ -57,18 +48,9 @@ if TYPE_CHECKING := False:  # pragma: no cover
     from playwright.sync_api import Browser, Page
 
 
-def _require_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    message = f"{CHROMIUM} is missing: install Debian's chromium (`make browser`) for the browser tests"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
-    _require_chromium()
+    require_chromium()
     folder = tmp_path_factory.mktemp("demo-web")
     run = start_demo(
         [sys.executable, "-m", "keysentry.demo", "--port", "0", "--data-dir", str(folder / "data")],
@@ -84,14 +66,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
 
 @pytest.fixture(scope="module")
 def browser(demo: DemoRun) -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")
