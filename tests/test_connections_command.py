@@ -96,6 +96,21 @@ class Cli:
     def add(self, key: str, label: str = "bot", **kwargs: Any) -> Result:
         return self.run(cc.add, "bybit", label=label, key=key, **kwargs)
 
+    def check(self, key: str) -> Result:
+        """`keysentry check bybit --json` with this key: checks it, stores nothing."""
+        from keysentry import check_command
+
+        return self.run(
+            check_command.run,
+            "bybit",
+            key=key,
+            profile="trading",
+            environment="mainnet",
+            base_url=None,
+            as_json=True,
+            from_file=None,
+        )
+
     def ids(self) -> list[str]:
         return [c["id"] for c in self.run(cc.list_connections, as_json=True).json_lines()]
 
@@ -337,7 +352,7 @@ def threshold() -> Iterator[Callable[[], int]]:
 
 
 def test_commands_that_run_checks_set_the_collector_threshold(cli: Cli, threshold: Callable[[], int]) -> None:
-    from keysentry import check_command, monitor_command
+    from keysentry import monitor_command
     from keysentry.api import server
 
     cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "12345")
@@ -345,16 +360,7 @@ def test_commands_that_run_checks_set_the_collector_threshold(cli: Cli, threshol
     assert threshold() == 12345
 
     cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "23456")
-    result = cli.run(
-        check_command.run,
-        "bybit",
-        key="b1",
-        profile="trading",
-        environment="mainnet",
-        base_url=None,
-        as_json=True,
-        from_file=None,
-    )
+    result = cli.check("b1")
     assert result.code == 0, result.err
     assert threshold() == 23456
 
@@ -390,19 +396,8 @@ def test_a_threshold_of_zero_leaves_the_interpreters(cli: Cli, threshold: Callab
 
 
 def test_a_bad_threshold_stops_a_check_naming_the_variable(cli: Cli, threshold: Callable[[], int]) -> None:
-    from keysentry import check_command
-
     cli.monkeypatch.setenv("KEYSENTRY_GC_THRESHOLD", "lots")
-    result = cli.run(
-        check_command.run,
-        "bybit",
-        key="b1",
-        profile="trading",
-        environment="mainnet",
-        base_url=None,
-        as_json=True,
-        from_file=None,
-    )
+    result = cli.check("b1")
     assert result.code == 3 and result.out == ""
     assert "KEYSENTRY_GC_THRESHOLD: Input should be a valid integer" in result.err
     assert "lots" not in result.err and "pydantic.dev" not in result.err
