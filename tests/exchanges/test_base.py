@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -51,8 +53,8 @@ async def test_gather_of_nothing_and_of_one() -> None:
     assert len(asyncio.all_tasks()) == tasks_before  # the only probe ran in the calling task
 
 
-async def test_gather_cancels_the_other_probes_when_one_raises() -> None:
-    cancelled: list[Probe] = []
+def _slow(cancelled: list[Probe]) -> Callable[[Probe], Coroutine[Any, Any, ProbeOutcome]]:
+    """A probe that waits until cancelled, and notes in `cancelled` that it was."""
 
     async def slow(p: Probe) -> ProbeOutcome:
         try:
@@ -61,6 +63,13 @@ async def test_gather_cancels_the_other_probes_when_one_raises() -> None:
             cancelled.append(p)
             raise
         return outcome(p)
+
+    return slow
+
+
+async def test_gather_cancels_the_other_probes_when_one_raises() -> None:
+    cancelled: list[Probe] = []
+    slow = _slow(cancelled)
 
     async def broken() -> ProbeOutcome:
         await asyncio.sleep(0)
@@ -74,14 +83,7 @@ async def test_gather_cancels_the_other_probes_when_one_raises() -> None:
 
 async def test_gather_cancelled_from_outside_cancels_every_probe() -> None:
     cancelled: list[Probe] = []
-
-    async def slow(p: Probe) -> ProbeOutcome:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            cancelled.append(p)
-            raise
-        return outcome(p)
+    slow = _slow(cancelled)
 
     task = asyncio.create_task(ExchangeAdapter.gather(slow(Probe.INTROSPECTION), slow(Probe.BALANCE)))
     await asyncio.sleep(0.01)
